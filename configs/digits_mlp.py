@@ -1,0 +1,35 @@
+"""The default benchmark: an MLP on scikit-learn's bundled 8x8 digits (CPU, seconds).
+
+  python experiments/benchmark.py --config=configs/digits_mlp.py --workdir=runs/digits
+  python experiments/benchmark.py --config=configs/digits_mlp.py:forget=random:0.1 \
+      --workdir=runs/digits
+"""
+from mu_jax import config_lib
+
+
+def _smoke(c):
+  c.train.epochs = 2
+  c.unlearn.ft.epochs = 1
+  c.unlearn.ga.epochs = 1
+  c.unlearn.rl.epochs = 1
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.data.source = 'digits'
+  c.data.val_fraction = 0.1
+  c.data.test_fraction = 0.2
+  c.model.name = 'mlp'
+  c.model.kwargs.hidden = (256, 256)
+  c.train.optimizer = 'adam'       # Kingma & Ba defaults, lr 1e-3
+  c.train.learning_rate = 1e-3
+  c.train.batch_size = 64
+  c.train.epochs = 30
+  c.train.checkpoint_every = 10
+  # Unlearning recipes: the reference scripts' epochs and learning rates
+  # (mu_jax/methods/baselines.py), with the batch shrunk to 64 so these
+  # ~1,300 training images give more than a handful of steps per epoch.
+  c.unlearn.ft = dict(batch_size=64)
+  c.unlearn.ga = dict(batch_size=64)
+  c.unlearn.rl = dict(batch_size=64)
+  return config_lib.finish(c, arg, smoke=_smoke)

@@ -1,0 +1,70 @@
+"""Run unlearning methods on a setting and compare them with the oracle.
+
+`run_benchmark(config, workdir)` is what `experiments/benchmark.py` and the
+Colab quickstart call: it trains or loads the original and the oracle, runs
+every method in `config.methods`, and writes results.{md,csv,json} and one
+JSON per run into the request's results folder (workdir/results/<forget>/);
+trained models are cached under workdir/models/ and shared by all requests.
+"""
+import json
+import math
+import os
+
+from absl import logging
+
+from mu_jax import config_lib
+from mu_jax.evaluation import atomic_write, avg_gap, write_results
+from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.train import Setting, evaluate_on_setting, prepare_setting
+
+
+def method_names(config) -> list[str]:
+  return [m.strip() for m in config.methods.split(',') if m.strip()]
+
+
+def unlearn(setting: Setting, name: str):
+  """Runs method `name` (with the config's overrides) on the original model."""
+  method = create_method(name, **config_lib.method_hparams(setting.config, name))
+  ctx = Context(ModelSpec(setting.model.apply, setting.data.num_classes),
+                setting.forget, setting.retain, setting.mesh, setting.config.seed)
+  return run_method(method, setting.original.variables, ctx, name)
+
+
+def _row(name: str, metrics: dict, oracle: dict, seconds: float, speed_up: float) -> dict:
+  return {'method': name, **metrics, 'Avg. Gap': avg_gap(metrics, oracle),
+          'seconds': seconds, 'speed-up': speed_up}
+
+
+def unlearn_and_evaluate(setting: Setting, name: str, oracle_metrics: dict) -> dict:
+  """One table row for method `name`; also written to runs/<name>.json."""
+  out = unlearn(setting, name)
+  metrics = evaluate_on_setting(setting, out.variables)
+  row = _row(name, metrics, oracle_metrics, out.seconds,
+             setting.oracle.train_seconds / out.seconds)
+  row['steps'] = out.steps
+  record = {'row': row, 'hparams': config_lib.method_hparams(setting.config, name),
+            'forget': setting.config.forget, 'forget_indices': 'forget_indices.npy'}
+  atomic_write(os.path.join(setting.results_dir, 'runs', f'{name}.json'),
+               json.dumps(record, indent=2) + '\n')
+  logging.info('%s: %s', name, {k: round(v, 2) for k, v in metrics.items()})
+  return row
+
+
+def run_benchmark(config, workdir: str) -> list[dict]:
+  """Original, retrain and every method of `config.methods`, as table rows."""
+  for name in method_names(config):   # fail on a bad name before any training
+    create_method(name, **config_lib.method_hparams(config, name))
+  setting = prepare_setting(config, workdir)
+  oracle = evaluate_on_setting(setting, setting.oracle.variables)
+  rows = [
+      _row('original', evaluate_on_setting(setting, setting.original.variables), oracle,
+           setting.original.train_seconds, math.nan),
+      _row('retrain', oracle, oracle, setting.oracle.train_seconds, 1.0),
+  ]
+  for name in method_names(config):
+    rows.append(unlearn_and_evaluate(setting, name, oracle))
+  write_results(rows, setting.results_dir, extra={
+      'config': config.to_dict(), 'forget_size': int(len(setting.forget_idx)),
+      'retain_size': int(len(setting.retain_idx)), 'test_size': int(len(setting.data.test.y)),
+      'forget_indices': 'forget_indices.npy'})
+  return rows

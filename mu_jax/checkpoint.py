@@ -1,0 +1,88 @@
+"""The only module that talks to Orbax: atomic, resumable, config-keyed checkpoints.
+
+A training run owns one directory, named after a hash of the configuration
+that produced it, holding its latest epoch checkpoint (state pytree plus JSON
+metadata). Orbax writes each step to a temporary directory and renames it when
+complete, so a run killed at any moment leaves either the previous checkpoint
+or the new one, never a half-written one.
+"""
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mu_jax.errors import MuJaxError
+
+
+def config_key(payload) -> str:
+  """A short stable hash of a JSON-serialisable description of a run."""
+  text = json.dumps(payload, sort_keys=True, default=_jsonable)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jsonable(value):
+  if isinstance(value, np.ndarray):
+    return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+  if isinstance(value, (tuple, set)):
+    return list(value)
+  raise TypeError(f'Cannot key a run on {type(value).__name__}.')
+
+
+def tree_shapes(tree) -> dict[str, list[int]]:
+  """Maps each leaf's key path to its shape, to detect mismatched models."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in flat}
+
+
+class CheckpointStore:
+  """Epoch checkpoints of one run: the latest is kept, older ones deleted."""
+
+  def __init__(self, directory: str):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=False),
+        item_names=('state', 'meta'))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, meta: dict) -> None:
+    meta = dict(meta, shapes=tree_shapes(state))
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self._manager.wait_until_finished()
+
+  def read_meta(self, step: int) -> dict:
+    return self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, step: int, like) -> tuple[object, dict]:
+    """Restores the state at `step` into the structure, shapes and shardings of `like`."""
+    meta = self.read_meta(step)
+    expected = tree_shapes(like)
+    if meta.get('shapes') != expected:
+      raise MuJaxError(
+          f'The checkpoint in {self.directory} was made by a model of a '
+          f'different shape ({_first_difference(meta.get("shapes"), expected)}); '
+          'delete that directory or use the configuration that made it.')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+    return restored['state'], meta
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _first_difference(stored, expected) -> str:
+  stored = stored or {}
+  for key in sorted(set(stored) | set(expected)):
+    if stored.get(key) != expected.get(key):
+      return f'{key or "root"}: {stored.get(key)} there, {expected.get(key)} here'
+  return 'unknown difference'

@@ -1,0 +1,94 @@
+"""Shared pieces of the ml-collections configs in configs/.
+
+Each config file's `get_config(arg)` starts from `base_config()`, sets its
+data set, model and recipe, then calls `finish(config, arg)`, which applies
+the `key=value,...` argument, shrinks everything when smoke=True, and locks.
+"""
+import ml_collections
+
+from mu_jax.errors import MuJaxError
+
+# Keys the `get_config(arg)` string may set, and where they live.
+ARG_KEYS = {
+    'method': 'method', 'methods': 'methods', 'forget': 'forget', 'seed': 'seed',
+    'mesh': 'mesh', 'smoke': 'smoke', 'data_dir': 'data.data_dir', 'source': 'data.source',
+    'epochs': 'train.epochs',
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every experiment has; values here are placeholders the files set."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.smoke = False
+  c.mesh = ''                      # '' = every device on the 'data' axis
+  c.forget = 'class:0'
+  c.method = 'ft'                  # experiments/unlearn.py
+  c.methods = 'ft,ga,rl'           # experiments/benchmark.py, in table order
+  c.data = ml_collections.ConfigDict(dict(
+      source='digits', data_dir='', val_fraction=0.1, test_fraction=0.2))
+  c.model = ml_collections.ConfigDict(dict(name='mlp', kwargs=ml_collections.ConfigDict()))
+  c.train = ml_collections.ConfigDict(dict(
+      optimizer='adam', learning_rate=1e-3, momentum=0.9, weight_decay=0.0,
+      schedule='constant', batch_size=64, epochs=10, checkpoint_every=1))
+  c.eval = ml_collections.ConfigDict(dict(batch_size=512, mia_max_per_side=0))
+  c.unlearn = ml_collections.ConfigDict()   # per-method hyper-parameter overrides
+  return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """Parses 'method=ft,forget=class:0,smoke=True' into a dict of strings."""
+  out = {}
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    key = key.strip()
+    if not sep:
+      raise MuJaxError(f'Config argument {item!r} is not key=value; write e.g. '
+                       "'method=ft,forget=class:0'.")
+    if key not in ARG_KEYS:
+      raise MuJaxError(f'Unknown config argument {key!r}; valid: {", ".join(sorted(ARG_KEYS))}.')
+    out[key] = value.strip()
+  return out
+
+
+def _convert(old, value: str):
+  if isinstance(old, bool):
+    if value.lower() not in ('true', 'false', '1', '0'):
+      raise MuJaxError(f'Expected True or False, got {value!r}.')
+    return value.lower() in ('true', '1')
+  if isinstance(old, int):
+    try:
+      return int(value)
+    except ValueError as e:
+      raise MuJaxError(f'Expected an integer, got {value!r}.') from e
+  return value
+
+
+def _set(config, key: str, value: str) -> None:
+  *parents, leaf = ARG_KEYS[key].split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = _convert(node[leaf], value)
+
+
+def finish(config: ml_collections.ConfigDict, arg: str | None, *,
+           smoke=None) -> ml_collections.ConfigDict:
+  """Applies `smoke(config)` if smoke=True, then `arg`, and locks the config."""
+  # 'methods' in an argument uses '+' or ';' between names (',' splits keys).
+  values = parse_arg(arg)
+  if 'smoke' in values:
+    _set(config, 'smoke', values.pop('smoke'))
+  if config.smoke and smoke is not None:
+    smoke(config)
+  for key, value in values.items():
+    _set(config, key, value.replace('+', ',').replace(';', ','))
+  config.lock()
+  return config
+
+
+def method_hparams(config, name: str) -> dict:
+  """The per-method overrides in `config.unlearn.<name>` as plain keyword arguments."""
+  if name in config.unlearn:
+    return config.unlearn[name].to_dict()
+  return {}

@@ -1,0 +1,6 @@
+"""Unlearning metrics: accuracies, MIA-efficacy, Avg. Gap, and result tables."""
+from mu_jax.evaluation.metrics import accuracy, predict_logits, true_class_confidence
+from mu_jax.evaluation.mia import mia_efficacy
+from mu_jax.evaluation.report import (
+    GAP_METRICS, TABLE_COLUMNS, atomic_write, avg_gap, evaluate_model, markdown_table,
+    write_results)

@@ -1,0 +1,106 @@
+"""Flax classifiers by name, each as a `Model` of pure functions.
+
+Every model is a `Classifier`: a backbone that maps NHWC float32 images to
+features [N, D], and one Dense layer named 'head' that maps them to logits.
+So `variables['params']['head']` is always the last layer, and
+`variables['params']['backbone']` everything before it, which the
+frozen-backbone methods (analytic heads, last-layer fine-tuning) rely on.
+"""
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mu_jax.models import cnn
+from mu_jax.models import mlp
+from mu_jax.models import resnet
+from mu_jax.registry import Registry
+
+Variables = dict[str, Any]
+
+
+class Model(NamedTuple):
+  """A classifier as pure functions over a variables pytree.
+
+  init(rng, sample_x) -> variables {'params': ..., ['batch_stats': ...]}.
+  apply(variables, x, train) -> (float32 logits [N, C], new_model_state):
+    new_model_state is {'batch_stats': ...} for a model with BatchNorm when
+    train is True, else {}.
+  penultimate(variables, x) -> eval-mode float32 features [N, D], the input
+    of the 'head' Dense layer.
+  """
+  name: str
+  init: Callable[[jax.Array, jax.Array], Variables]
+  apply: Callable[[Variables, jax.Array, bool], tuple[jax.Array, Variables]]
+  penultimate: Callable[[Variables, jax.Array], jax.Array]
+
+
+MODELS: Registry[Callable[..., Model]] = Registry('model')
+
+
+class Classifier(nn.Module):
+  """A backbone (x, train) -> features, then a float32 Dense 'head'."""
+  backbone: nn.Module
+  num_classes: int
+
+  def setup(self):
+    self.head = nn.Dense(self.num_classes)
+
+  def features(self, x: jax.Array, train: bool) -> jax.Array:
+    return self.backbone(x, train).astype(jnp.float32)
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return self.head(self.features(x, train))
+
+
+def as_model(name: str, module: Classifier) -> Model:
+  """Wraps a Classifier into the pure init/apply/penultimate functions."""
+
+  def init(rng, sample_x):
+    return module.init(rng, sample_x, False)
+
+  def apply(variables, x, train):
+    if not train:
+      return module.apply(variables, x, False), {}
+    # Only BatchNorm models have a 'batch_stats' collection; others give {}.
+    logits, state = module.apply(variables, x, True, mutable=['batch_stats'])
+    return logits, dict(state)
+
+  def penultimate(variables, x):
+    return module.apply(variables, x, False, method=Classifier.features)
+
+  return Model(name, jax.jit(init), apply, penultimate)
+
+
+@MODELS.register('mlp')
+def _mlp(num_classes: int, hidden: tuple[int, ...] = (256, 256)) -> Model:
+  return as_model('mlp', Classifier(mlp.MLP(tuple(hidden)), num_classes))
+
+
+@MODELS.register('cnn')
+def _cnn(num_classes: int) -> Model:
+  return as_model('cnn', Classifier(cnn.CNN(), num_classes))
+
+
+@MODELS.register('resnet18')
+def _resnet18(num_classes: int, width: int = 64,
+              dtype: Any = jnp.float32) -> Model:
+  backbone = resnet.ResNet18(width=width, dtype=jnp.dtype(dtype))
+  return as_model('resnet18', Classifier(backbone, num_classes))
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> Model:
+  """The registered model `name`; an unknown name lists the valid ones."""
+  return MODELS.get(name)(num_classes=num_classes, **kwargs)
+
+
+def split_variables(variables: Variables) -> tuple[Any, Variables]:
+  """(params, model_state), model_state being all but 'params' ({} if none)."""
+  state = {k: v for k, v in variables.items() if k != 'params'}
+  return variables['params'], state
+
+
+def merge_variables(params: Any, model_state: Variables) -> Variables:
+  """The inverse of split_variables."""
+  return {'params': params, **model_state}
