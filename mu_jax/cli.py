@@ -24,6 +24,31 @@ def workdir() -> str:
   return os.path.join('runs', os.path.splitext(os.path.basename(path))[0])
 
 
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def _one_line(error) -> str:
+  return ' '.join(str(error).replace('"', "'").split())
+
+
+def _config_errors(action: Callable):
+  """Runs `action`, turning a config or flag mistake into one line and exit 1."""
+  try:
+    return action()
+  except MuJaxError as e:
+    _fail(str(e))
+  except OSError as e:
+    _fail(f'Cannot load the config file ({_one_line(e).split(" Attempted")[0]}); '
+          'pass an existing configs/*.py file to --config.')
+  except KeyError as e:
+    _fail(f'The config has no key {_one_line(e.args[0])}; check the override '
+          'against the config file.')
+  except (flags.Error, AttributeError, TypeError, ValueError) as e:
+    _fail(f'Bad flag or config override: {_one_line(e)}.')
+
+
 def run(main: Callable[[], None]) -> None:
   """Runs `main` under absl; a MuJaxError becomes one line on stderr and exit 1."""
 
@@ -32,11 +57,23 @@ def run(main: Callable[[], None]) -> None:
       raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
     if CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/digits_mlp.py')
+    # A config file that failed to load leaves a placeholder that raises on use.
+    _config_errors(lambda: CONFIG.value.keys())
     logging.set_verbosity(logging.INFO)
+    # Orbax logs every save step at INFO; keep the console to mu_jax's progress.
+    logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
     try:
       main()
     except MuJaxError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(1)
+      _fail(str(e))
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  for arg in argv:
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1].split(':', 1)[0]
+      if not os.path.isfile(path):
+        _fail(f'Config file {path} does not exist; pass one of configs/*.py to --config.')
+  return _config_errors(lambda: flags.FLAGS(argv))

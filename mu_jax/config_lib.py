@@ -7,6 +7,7 @@ the `key=value,...` argument, shrinks everything when smoke=True, and locks.
 import ml_collections
 
 from mu_jax.errors import MuJaxError
+from mu_jax.methods import METHODS, method_defaults
 
 # Keys the `get_config(arg)` string may set, and where they live.
 ARG_KEYS = {
@@ -77,6 +78,7 @@ def finish(config: ml_collections.ConfigDict, arg: str | None, *,
   """Applies `smoke(config)` if smoke=True, then `arg`, and locks the config."""
   # 'methods' in an argument uses '+' or ';' between names (',' splits keys).
   values = parse_arg(arg)
+  fill_method_defaults(config)
   if 'smoke' in values:
     _set(config, 'smoke', values.pop('smoke'))
   if config.smoke and smoke is not None:
@@ -87,8 +89,25 @@ def finish(config: ml_collections.ConfigDict, arg: str | None, *,
   return config
 
 
+def fill_method_defaults(config: ml_collections.ConfigDict) -> None:
+  """Completes `config.unlearn.<method>` with every registered method's defaults.
+
+  So every hyper-parameter is visible in the config, overridable from the
+  command line (`--config.unlearn.ga.learning_rate=0.01`) and recorded with
+  the results; a key a method does not have is refused.
+  """
+  for name in METHODS.names():
+    defaults = method_defaults(name)
+    given = config.unlearn[name].to_dict() if name in config.unlearn else {}
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+      raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
+                       f'valid: {", ".join(sorted(defaults))}.')
+    config.unlearn[name] = ml_collections.ConfigDict({**defaults, **given})
+
+
 def method_hparams(config, name: str) -> dict:
-  """The per-method overrides in `config.unlearn.<name>` as plain keyword arguments."""
+  """The hyper-parameters of method `name` in `config.unlearn`, as keyword arguments."""
   if name in config.unlearn:
     return config.unlearn[name].to_dict()
   return {}

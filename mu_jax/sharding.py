@@ -3,7 +3,7 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from mu_jax.errors import MuJaxError
 
@@ -17,7 +17,7 @@ def make_mesh(spec: str = '') -> Mesh:
   spec may use fewer devices than are visible (the first ones).
   """
   if spec in ('', 'auto'):
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    return _mesh((jax.device_count(),), (DATA_AXIS,))
   names, sizes = [], []
   for part in spec.split(','):
     name, _, size = part.partition(':')
@@ -33,7 +33,13 @@ def make_mesh(spec: str = '') -> Mesh:
     raise MuJaxError(
         f'Mesh spec {spec!r} needs {math.prod(sizes)} devices but only '
         f'{jax.device_count()} are visible; change the mesh option.')
-  return jax.make_mesh(tuple(sizes), tuple(names),
+  return _mesh(tuple(sizes), tuple(names))
+
+
+def _mesh(sizes: tuple[int, ...], names: tuple[str, ...]) -> Mesh:
+  # Auto axes: XLA propagates shardings from the inputs (batch split over
+  # 'data', params replicated), so model code needs no sharding annotations.
+  return jax.make_mesh(sizes, names, axis_types=(AxisType.Auto,) * len(sizes),
                        devices=jax.devices()[:math.prod(sizes)])
 
 

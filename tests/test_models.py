@@ -1,4 +1,6 @@
 """Tests for mu_jax.models: shapes, the max-pool, BatchNorm modes, features."""
+import functools
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
@@ -28,13 +30,26 @@ def _images(shape, batch=BATCH, seed=0):
 
 
 def _init(name, kwargs, shape):
-  model = create_model(name, NUM_CLASSES, **kwargs)
+  """A model, its variables and a batch, made once per case (init is slow)."""
+  return _cached_init(name, tuple(kwargs.items()), shape)
+
+
+@functools.cache
+def _cached_init(name, kwargs, shape):
+  model = create_model(name, NUM_CLASSES, **dict(kwargs))
   x = _images(shape)
   return model, model.init(jax.random.key(1), x), x
 
 
 def _resnet():
-  return _init('resnet18', {'width': 8}, (32, 32, 3))
+  """The narrow ResNet-18 with a shared jitted apply (compiled once a mode)."""
+  model, variables, x = _init('resnet18', {'width': 8}, (32, 32, 3))
+  return _jit_apply(model), variables, x
+
+
+@functools.cache
+def _jit_apply(model):
+  return jax.jit(model.apply, static_argnums=2)
 
 
 class ModelShapesTest(parameterized.TestCase):
@@ -57,9 +72,8 @@ class ModelShapesTest(parameterized.TestCase):
     self.assertEqual(count, 421_642)
 
   def test_resnet18_bfloat16_keeps_float32_params_and_logits(self):
-    model = create_model('resnet18', NUM_CLASSES, width=8, dtype='bfloat16')
-    x = _images((32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
+    model, variables, x = _init('resnet18', {'width': 8, 'dtype': 'bfloat16'},
+                                (32, 32, 3))
     logits, state = model.apply(variables, x, True)
     self.assertEqual(logits.dtype, jnp.float32)
     for leaf in jax.tree.leaves((variables, state)):
@@ -68,7 +82,7 @@ class ModelShapesTest(parameterized.TestCase):
 
 class MaxPoolTest(parameterized.TestCase):
 
-  @parameterized.parameters((8, 8), (28, 28), (7, 5))
+  @parameterized.parameters((8, 8), (7, 5))
   def test_matches_flax_max_pool_in_value_and_gradient(self, h, w):
     x = _images((h, w, 3), batch=2)
     weights = _images((h // 2, w // 2, 3), batch=2, seed=1)
@@ -88,28 +102,28 @@ class MaxPoolTest(parameterized.TestCase):
 class BatchNormTest(absltest.TestCase):
 
   def test_train_updates_batch_stats_and_differs_from_eval(self):
-    model, variables, x = _resnet()
-    train_logits, state = model.apply(variables, x, True)
+    apply, variables, x = _resnet()
+    train_logits, state = apply(variables, x, True)
     self.assertEqual(set(state), {'batch_stats'})
     self.assertEqual(jax.tree.structure(state['batch_stats']),
                      jax.tree.structure(variables['batch_stats']))
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
                            state['batch_stats'], variables['batch_stats'])
     self.assertTrue(all(jax.tree.leaves(changed)))
-    eval_logits, _ = model.apply(variables, x, False)
+    eval_logits, _ = apply(variables, x, False)
     self.assertGreater(float(jnp.max(jnp.abs(train_logits - eval_logits))),
                        1e-3)
 
   def test_eval_returns_no_state_and_is_deterministic(self):
-    model, variables, x = _resnet()
-    first, state = model.apply(variables, x, False)
-    second, _ = model.apply(variables, x, False)
+    apply, variables, x = _resnet()
+    first, state = apply(variables, x, False)
+    second, _ = apply(variables, x, False)
     self.assertEqual(state, {})
     np.testing.assert_array_equal(first, second)
 
   def test_running_stats_update_with_pytorch_momentum(self):
-    model, variables, x = _resnet()
-    _, state = model.apply(variables, x, True)
+    apply, variables, x = _resnet()
+    _, state = apply(variables, x, True)
     conv = variables['params']['backbone']['stem_conv']['kernel']
     y = jax.lax.conv_general_dilated(
         x, conv, (1, 1), ((1, 1), (1, 1)),
@@ -124,17 +138,16 @@ class BatchNormTest(absltest.TestCase):
         rtol=1e-4, atol=1e-6)
 
   def test_eval_uses_running_stats_not_the_batch(self):
-    model, variables, x = _resnet()
-    full, _ = model.apply(variables, x, False)
-    part, _ = model.apply(variables, x[:2], False)
+    apply, variables, x = _resnet()
+    full, _ = apply(variables, x, False)
+    part, _ = apply(variables, x[:2], False)
     np.testing.assert_allclose(part, full[:2], rtol=1e-5, atol=1e-5)
-    full_train, _ = model.apply(variables, x, True)
-    part_train, _ = model.apply(variables, x[:2], True)
+    full_train, _ = apply(variables, x, True)
+    part_train, _ = apply(variables, x[:2], True)
     self.assertGreater(float(jnp.max(jnp.abs(part_train - full_train[:2]))),
                        1e-3)
-    _, state = model.apply(variables, x, True)
-    updated, _ = model.apply(merge_variables(variables['params'], state),
-                             x, False)
+    _, state = apply(variables, x, True)
+    updated, _ = apply(merge_variables(variables['params'], state), x, False)
     self.assertGreater(float(jnp.max(jnp.abs(updated - full))), 1e-3)
 
 
@@ -157,8 +170,8 @@ class FeaturesAndJitTest(parameterized.TestCase):
     model, variables, x = _init(name, kwargs, shape)
     jitted = jax.jit(model.apply, static_argnums=2)
     for train in (False, True):
-      eager_out, jit_out = model.apply(variables, x, train), jitted(
-          variables, x, train)
+      eager_out = model.apply(variables, x, train)
+      jit_out = jitted(variables, x, train)
       self.assertEqual(jax.tree.structure(eager_out),
                        jax.tree.structure(jit_out))
       jax.tree.map(
@@ -178,7 +191,7 @@ class RegistryTest(absltest.TestCase):
     self.assertEqual(set(state), {'batch_stats'})
     self.assertIs(merge_variables(params, state)['params'],
                   variables['params'])
-    _, mlp_variables, _ = _init('mlp', {}, (8, 8, 1))
+    _, mlp_variables, _ = _init('mlp', {'hidden': (32, 16)}, (8, 8, 1))
     self.assertEqual(split_variables(mlp_variables)[1], {})
 
 

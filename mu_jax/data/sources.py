@@ -79,7 +79,7 @@ def read_idx(path: str) -> np.ndarray:
   header = 4 + 4 * ndim
   dims = (tuple(int(d) for d in np.frombuffer(data, '>u4', ndim, 4))
           if len(data) >= header else ())
-  if len(data) != header + math.prod(dims) * dtype.itemsize or not dims:
+  if not dims or len(data) != header + math.prod(dims) * dtype.itemsize:
     raise MuJaxError(
         f'{path} is corrupt: its header does not match its {len(data)} bytes '
         'of data; download it again.')
@@ -145,12 +145,12 @@ def _tfds_split(name: str, split: str,
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir,
                               download=False)
-  except (NotImplementedError, ValueError, FileNotFoundError) as e:
+    # Record by record: tfds' mock_data breaks the batched __getitems__.
+    examples = [source[i] for i in range(len(source))]
+  except (RuntimeError, ValueError, OSError) as e:
     raise MuJaxError(
-        f'No ArrayRecord copy of TFDS {name} ({split} split) was found under '
+        f'No complete ArrayRecord copy of TFDS {name} ({split} split) is under '
         f'{data_dir}; {_prepare_hint(name, data_dir)}.') from e
-  # Record by record: tfds' mock_data breaks the batched __getitems__.
-  examples = [source[i] for i in range(len(source))]
   label = source.dataset_info.features['label']
   return (np.stack([e['image'] for e in examples]),
           np.array([e['label'] for e in examples], np.int32),

@@ -13,11 +13,13 @@ from mu_jax.errors import MuJaxError
 
 
 class Split(NamedTuple):
+  """One split's normalised images and their labels."""
   x: np.ndarray  # float32, NHWC, already normalised
   y: np.ndarray  # int32 labels in [0, num_classes)
 
 
 class Dataset(NamedTuple):
+  """A loaded data set: three normalised splits and the number of classes."""
   name: str            # the spec string it was loaded from
   train: Split
   val: Split           # may have 0 examples when val_fraction == 0
@@ -68,7 +70,7 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def carve(n: int, *, val_fraction: float, test_fraction: float,
           seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Disjoint, sorted train/val/test indices covering range(n), drawn by seed."""
+  """Disjoint, sorted train/val/test indices covering range(n), by seed."""
   order = np.random.default_rng(seed).permutation(n)
   n_test, n_val = round(test_fraction * n), round(val_fraction * n)
   return (np.sort(order[n_test + n_val:]),

@@ -13,12 +13,16 @@ METHODS.register('ga')(baselines.ga)
 METHODS.register('rl')(baselines.rl)
 
 
+def method_defaults(name: str) -> dict:
+  """The keyword defaults of method `name`'s factory: its hyper-parameters."""
+  return {k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items()}
+
+
 def create_method(name: str, **hparams) -> Method:
   """The method `name` with its defaults overridden by `hparams`."""
-  factory = METHODS.get(name)
-  valid = set(inspect.signature(factory).parameters)
-  unknown = sorted(set(hparams) - valid)
+  valid = method_defaults(name)
+  unknown = sorted(set(hparams) - set(valid))
   if unknown:
     raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
                      f'valid: {", ".join(sorted(valid))}.')
-  return factory(**hparams)
+  return METHODS.get(name)(**hparams)

@@ -55,7 +55,11 @@ class Classifier(nn.Module):
 
 
 def as_model(name: str, module: Classifier) -> Model:
-  """Wraps a Classifier into the pure init/apply/penultimate functions."""
+  """Wraps a Classifier into the pure init/apply/penultimate functions.
+
+  None is jitted here: callers jit (or vmap) the step that uses them, and
+  eager calls reuse JAX's per-operation caches across model instances.
+  """
 
   def init(rng, sample_x):
     return module.init(rng, sample_x, False)
@@ -70,7 +74,7 @@ def as_model(name: str, module: Classifier) -> Model:
   def penultimate(variables, x):
     return module.apply(variables, x, False, method=Classifier.features)
 
-  return Model(name, jax.jit(init), apply, penultimate)
+  return Model(name, init, apply, penultimate)
 
 
 @MODELS.register('mlp')
