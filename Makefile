@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/python experiments/benchmark.py --config=configs/digits_mlp.py --workdir=$(WORKDIR)
 
 test: setup
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs

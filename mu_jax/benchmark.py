@@ -13,6 +13,7 @@ import os
 from absl import logging
 
 from mu_jax import config_lib
+from mu_jax.errors import NonFiniteError
 from mu_jax.evaluation import atomic_write, avg_gap, write_results
 from mu_jax.methods import Context, ModelSpec, create_method, run_method
 from mu_jax.train import Setting, evaluate_on_setting, prepare_setting
@@ -62,7 +63,11 @@ def run_benchmark(config, workdir: str) -> list[dict]:
       _row('retrain', oracle, oracle, setting.oracle.train_seconds, 1.0),
   ]
   for name in method_names(config):
-    rows.append(unlearn_and_evaluate(setting, name, oracle))
+    try:
+      rows.append(unlearn_and_evaluate(setting, name, oracle))
+    except NonFiniteError as e:   # one diverging method must not sink the table
+      logging.warning('%s', e)
+      rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
   write_results(rows, setting.results_dir, extra={
       'config': config.to_dict(), 'forget_size': int(len(setting.forget_idx)),
       'retain_size': int(len(setting.retain_idx)), 'test_size': int(len(setting.data.test.y)),

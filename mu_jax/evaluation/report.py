@@ -48,7 +48,10 @@ def markdown_table(rows: list[dict]) -> str:
   lines = ['| ' + ' | '.join(TABLE_COLUMNS) + ' |',
            '|' + '|'.join('---' for _ in TABLE_COLUMNS) + '|']
   for row in rows:
-    lines.append('| ' + ' | '.join(_cell(row.get(c, float('nan'))) for c in TABLE_COLUMNS) + ' |')
+    cells = [_cell(row.get(c, float('nan'))) for c in TABLE_COLUMNS]
+    if row.get('status'):   # e.g. 'diverged': no metrics to show
+      cells[1:] = [row['status']] + ['—'] * (len(cells) - 2)
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 

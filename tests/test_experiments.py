@@ -1,0 +1,117 @@
+"""The absl mains end to end: the smoke benchmark, caching, and bad input."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from tests import helpers
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, os.path.join(helpers.ROOT, 'experiments', script), *args],
+      cwd=helpers.ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+class BenchmarkTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = tempfile.mkdtemp(prefix='bench-')
+    cls.first = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
+                    f'--workdir={cls.workdir}')
+    cls.results = os.path.join(cls.workdir, 'results', 'class-0')
+
+  def test_prints_the_table_and_writes_results(self):
+    self.assertEqual(self.first.returncode, 0, self.first.stderr[-2000:])
+    for row in ('original', 'retrain', 'ft', 'ga', 'rl'):
+      self.assertIn(f'| {row} |', self.first.stdout)
+    rows = json.load(open(os.path.join(self.results, 'results.json')))['rows']
+    self.assertEqual([r['method'] for r in rows], ['original', 'retrain', 'ft', 'ga', 'rl'])
+    retrain = rows[1]
+    self.assertEqual(retrain['Avg. Gap'], 0.0)
+    self.assertEqual(retrain['FA'], 0.0)   # the oracle never saw class 0
+    forget = np.load(os.path.join(self.results, 'forget_indices.npy'))
+    self.assertNotEmpty(forget)
+    for name in ('ft', 'ga', 'rl'):
+      self.assertTrue(os.path.exists(os.path.join(self.results, 'runs', f'{name}.json')))
+
+  def test_second_run_reuses_cached_models(self):
+    self.assertEqual(self.first.returncode, 0)
+    self.assertIn('original epoch', self.first.stderr)
+    second = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
+                 f'--workdir={self.workdir}', '--config.methods=ft')
+    self.assertEqual(second.returncode, 0, second.stderr[-2000:])
+    self.assertNotIn('original epoch', second.stderr)
+    self.assertNotIn('oracle epoch', second.stderr)
+
+  def test_a_diverging_method_is_reported_and_the_table_completes(self):
+    result = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
+                 f'--workdir={self.workdir}', '--config.methods=ga,ft',
+                 '--config.unlearn.ga.learning_rate=1e30')
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertIn('| ga | diverged |', result.stdout)
+    self.assertRegex(result.stdout, r'\| ft \| \d')
+
+  @parameterized.named_parameters(
+      ('unknown_method', ['--config=configs/digits_mlp.py:smoke=True,methods=ft+foo'],
+       "Unknown method 'foo'; valid names are: ft, ga, rl."),
+      ('unknown_dataset', ['--config=configs/digits_mlp.py:source=mnist'],
+       "Unknown dataset source 'mnist'; valid names are: digits, idx, tfds."),
+      ('unknown_model', ['--config=configs/digits_mlp.py', '--config.model.name=vgg'],
+       "Unknown model 'vgg'; valid names are: cnn, mlp, resnet18."),
+      ('misspelled_key', ['--config=configs/digits_mlp.py', '--config.trian.epochs=1'],
+       "The config has no key 'trian'"),
+      ('misspelled_hparam', ['--config=configs/digits_mlp.py', '--config.unlearn.ga.lr=1'],
+       'Bad flag or config override'),
+      ('fraction_zero', ['--config=configs/digits_mlp.py:forget=random:0'], 'random:0'),
+      ('fraction_one', ['--config=configs/digits_mlp.py:forget=random:1.0'], 'random:1.0'),
+      ('class_out_of_range', ['--config=configs/digits_mlp.py:forget=class:10'], '[0, 9]'),
+      ('missing_data_dir', ['--config=configs/digits_mlp.py:source=idx:/no/such/dir'],
+       '/no/such/dir does not exist'),
+      ('missing_config', ['--config=configs/nope.py'], 'configs/nope.py does not exist'),
+  )
+  def test_bad_input_is_one_line_and_writes_nothing(self, args, message):
+    before = open(os.path.join(self.results, 'results.json')).read()
+    result = run('benchmark.py', *args, f'--workdir={self.workdir}')
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    last = result.stderr.strip().splitlines()[-1]
+    self.assertStartsWith(last, 'error: ')
+    self.assertIn(message, last)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertEqual(open(os.path.join(self.results, 'results.json')).read(), before)
+
+  def test_index_file_with_duplicates_is_refused(self):
+    path = os.path.join(self.create_tempdir().full_path, 'forget.txt')
+    with open(path, 'w') as f:
+      f.write('3\n5\n3\n')
+    result = run('unlearn.py', f'--config=configs/digits_mlp.py:forget=file:{path}',
+                 f'--workdir={self.workdir}')
+    self.assertEqual(result.returncode, 1)
+    self.assertIn('duplicate', result.stderr.strip().splitlines()[-1])
+    self.assertFalse(os.path.exists(os.path.join(self.workdir, 'results', 'file-forget.txt')))
+
+
+class UnlearnAndTrainMainsTest(absltest.TestCase):
+
+  def test_unlearn_main_runs_one_method(self):
+    workdir = self.create_tempdir().full_path
+    result = run('unlearn.py', '--config=configs/digits_mlp.py:smoke=True,method=rl,'
+                 'forget=random:0.1', f'--workdir={workdir}')
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertIn('| rl |', result.stdout)
+    result = run('train.py', '--config=configs/digits_mlp.py:smoke=True,forget=random:0.1',
+                 f'--workdir={workdir}')
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertIn('| retrain |', result.stdout)
+    self.assertNotIn('original epoch', result.stderr)   # cached by unlearn.py
+
+
+if __name__ == '__main__':
+  absltest.main()
