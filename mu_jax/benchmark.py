@@ -26,8 +26,10 @@ def method_names(config) -> list[str]:
 def unlearn(setting: Setting, name: str):
   """Runs method `name` (with the config's overrides) on the original model."""
   method = create_method(name, **config_lib.method_hparams(setting.config, name))
-  ctx = Context(ModelSpec(setting.model.apply, setting.data.num_classes),
-                setting.forget, setting.retain, setting.mesh, setting.config.seed)
+  ctx = Context(ModelSpec(setting.model.apply, setting.data.num_classes,
+                          setting.model.penultimate),
+                setting.forget, setting.retain, setting.mesh, setting.config.seed,
+                cache_dir=os.path.join(setting.original.directory, 'statistics'))
   return run_method(method, setting.original.variables, ctx, name)
 
 
@@ -39,10 +41,10 @@ def _row(name: str, metrics: dict, oracle: dict, seconds: float, speed_up: float
 def unlearn_and_evaluate(setting: Setting, name: str, oracle_metrics: dict) -> dict:
   """One table row for method `name`; also written to runs/<name>.json."""
   out = unlearn(setting, name)
-  metrics = evaluate_on_setting(setting, out.variables)
+  metrics = evaluate_on_setting(setting, out.variables, apply_fn=out.apply_fn)
   row = _row(name, metrics, oracle_metrics, out.seconds,
              setting.oracle.train_seconds / out.seconds)
-  row['steps'] = out.steps
+  row.update(steps=out.steps, **out.info)
   record = {'row': row, 'hparams': config_lib.method_hparams(setting.config, name),
             'forget': setting.config.forget, 'forget_indices': 'forget_indices.npy'}
   atomic_write(os.path.join(setting.results_dir, 'runs', f'{name}.json'),

@@ -40,6 +40,7 @@ class Trained(NamedTuple):
   variables: dict
   train_seconds: float   # wall time of all epochs, summed over resumed runs
   epochs: int
+  directory: str = ''    # its checkpoint folder; statistics of it may be cached beside
 
 
 def optimizer_from_config(train_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -175,7 +176,7 @@ def train_or_load(config, model: Model, data: Split, *, role: str, key_payload,
                           store=store, name=role)
   finally:
     store.close()
-  return trained
+  return trained._replace(directory=directory)
 
 
 def prepare_setting(config, workdir: str) -> Setting:
@@ -199,11 +200,15 @@ def prepare_setting(config, workdir: str) -> Setting:
   return setting
 
 
-def evaluate_on_setting(setting: Setting, variables) -> dict[str, float]:
-  """FA/UA, RA, TA and MIA-efficacy of `variables` on this setting's splits."""
+def evaluate_on_setting(setting: Setting, variables, apply_fn=None) -> dict[str, float]:
+  """FA/UA, RA, TA and MIA-efficacy of `variables` on this setting's splits.
+
+  `apply_fn` defaults to the setting's model; methods that change the
+  architecture pass their own.
+  """
   cfg = setting.config.eval
   return evaluate_model(
-      setting.model.apply, variables,
+      apply_fn or setting.model.apply, variables,
       {'forget': setting.forget, 'retain': setting.retain, 'test': setting.data.test},
       mesh=setting.mesh, batch_size=cfg.batch_size, seed=setting.config.seed,
       mia_max_per_side=cfg.mia_max_per_side)

@@ -27,6 +27,7 @@ class ModelSpec(NamedTuple):
   """What an update may know of the model: static, hashable."""
   apply_fn: Callable   # apply_fn(variables, x, train) -> (logits, new_model_state)
   num_classes: int
+  features_fn: Callable | None = None   # features_fn(variables, x) -> penultimate [N, D]
 
 
 class Stream(NamedTuple):
@@ -43,6 +44,9 @@ class Context(NamedTuple):
   retain: Split
   mesh: Any
   seed: int = 0
+  # A folder beside the original model's checkpoint where statistics that
+  # depend only on that model and D (e.g. SSD's I_D) may be cached; None = no cache.
+  cache_dir: str | None = None
 
   def arrays(self, source: str) -> dict[str, np.ndarray]:
     """Host arrays of a stream; 'union' adds the flag 'f' (1 on forget rows)."""
@@ -71,12 +75,20 @@ class Method(NamedTuple):
   update: Callable[[ModelSpec, Any, Any], tuple[Any, dict]]
   result: Callable[[Any], dict]
   stream: Stream
+  # For methods that change the architecture (e.g. an analytic head on frozen
+  # features): make_apply(spec) -> apply_fn for the variables `result` returns.
+  make_apply: Callable[[ModelSpec], Callable] | None = None
+  # Numbers worth reporting beside the metrics (e.g. SSD's selected count):
+  # report(state) -> {name: float}, called once after the last update.
+  report: Callable[[Any], dict] | None = None
 
 
 class Unlearned(NamedTuple):
   variables: dict
   seconds: float   # wall time of prepare + all updates, compilation included
   steps: int
+  apply_fn: Callable   # evaluates `variables`: the model's own unless make_apply
+  info: dict           # method.report(state), or {}
 
 
 def _check_finite(tree, what: str) -> None:
@@ -107,4 +119,7 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   out = method.result(state)
   _check_finite(out, f'The parameters produced by {name}')
   jax.block_until_ready(out)
-  return Unlearned(out, time.perf_counter() - began, steps)
+  seconds = time.perf_counter() - began
+  apply_fn = method.make_apply(ctx.spec) if method.make_apply else ctx.spec.apply_fn
+  info = {k: float(v) for k, v in method.report(state).items()} if method.report else {}
+  return Unlearned(out, seconds, steps, apply_fn, info)
