@@ -2,7 +2,11 @@
 import inspect
 
 from mu_jax.errors import MuJaxError
+from mu_jax.methods import acu
 from mu_jax.methods import baselines
+from mu_jax.methods import dmm
+from mu_jax.methods import iau
+from mu_jax.methods import ssd
 from mu_jax.methods.base import (
     Context, Method, ModelSpec, Stream, Unlearned, run_method)
 from mu_jax.registry import Registry
@@ -11,6 +15,12 @@ METHODS = Registry('method')
 METHODS.register('ft')(baselines.ft)
 METHODS.register('ga')(baselines.ga)
 METHODS.register('rl')(baselines.rl)
+METHODS.register('dmm')(dmm.dmm)
+METHODS.register('dm_direct')(dmm.dm_direct)
+METHODS.register('oracle_matching')(dmm.oracle_matching)
+METHODS.register('ssd')(ssd.ssd)
+METHODS.register('iau')(iau.iau)
+METHODS.register('acu')(acu.acu)
 
 
 def method_defaults(name: str) -> dict:

@@ -1,0 +1,216 @@
+"""TRAK: attribution by randomly projected after-kernel features (Park et al. 2023).
+
+For an ensemble of M models (member m with parameters θ_m):
+  φ_m(z) = Pᵀ ∇_θ f(z; θ_m)            projected per-example output gradients,
+                                        f the margin log(p/(1−p)) for training rows,
+  Q_m(z) = −∂ℓ/∂f = 1 − p(z)            the out-to-loss weight,
+  τ(x)_j = (1/M Σ_m φ_m(x)ᵀ (Φ_mᵀΦ_m + λI)⁺ φ_m(z_j)) · (1/M Σ_m Q_m(z_j)),
+as MadryLab/trak `TRAKer.finalize_scores` ensembles it (scores averaged over
+models, times the model-averaged out-to-loss). τ(x)_j estimates how much
+training row j raises the output at x: removing j lowers it by about τ(x)_j.
+Target outputs may be vectors (e.g. every logit), giving τ of shape [T, O, n].
+
+Gradients are taken with `vmap(jacrev)` in chunks of `chunk_size` rows (the
+memory bound is chunk_size × outputs × parameters floats), each chunk jitted
+and split over the mesh's 'data' axis. The projection P is never stored: it
+is regenerated block by block from its seed, so parameter count × k need not
+fit in memory. `dim=0` skips the projection (exact gradient features).
+"""
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from mu_jax import sharding
+from mu_jax.data.batching import epoch_batches
+from mu_jax.errors import MuJaxError
+from mu_jax.models import merge_variables, split_variables
+
+PROJECTIONS = ('rademacher', 'normal')
+
+
+class Projection(NamedTuple):
+  """A seeded Johnson–Lindenstrauss projection to `dim` dims (0: none); static."""
+  dim: int = 2048          # MadryLab/trak TRAKer(proj_dim=2048)
+  kind: str = 'rademacher' # MadryLab/trak TRAKer: ProjectionType.rademacher
+  seed: int = 0
+  block: int = 4096        # parameters per generated block of P
+
+
+def margin(logits: jax.Array, label: jax.Array) -> jax.Array:
+  """log(p_y / (1 − p_y)) = z_y − logsumexp_{k≠y} z_k: TRAK's classification output."""
+  others = jnp.where(jnp.arange(logits.shape[-1]) == label, -jnp.inf, logits)
+  return logits[label] - jax.nn.logsumexp(others)
+
+
+def out_to_loss(logits: jax.Array, label: jax.Array) -> jax.Array:
+  """Q = 1 − p_y = −∂(cross-entropy)/∂margin."""
+  return 1.0 - jax.nn.softmax(logits)[label]
+
+
+def margin_output(logits, label):
+  return margin(logits, label)[None]
+
+
+def logits_output(logits, label):
+  del label
+  return logits
+
+
+def project(grads: jax.Array, proj: Projection) -> jax.Array:
+  """[..., P] -> [..., k]: grads @ R / sqrt(k), R regenerated from proj.seed blockwise."""
+  if proj.dim == 0:
+    return grads
+  if proj.kind not in PROJECTIONS:
+    raise MuJaxError(f'Unknown projection {proj.kind!r}; valid: {", ".join(PROJECTIONS)}.')
+  lead, p = grads.shape[:-1], grads.shape[-1]
+  nb = -(-p // proj.block)
+  flat = jnp.pad(grads.reshape(-1, p), ((0, 0), (0, nb * proj.block - p)))
+  blocks = flat.reshape(flat.shape[0], nb, proj.block).transpose(1, 0, 2)
+  key = jax.random.PRNGKey(proj.seed)
+
+  def body(acc, xs):
+    b, g = xs
+    k = jax.random.fold_in(key, b)
+    shape = (proj.block, proj.dim)
+    r = (jax.random.rademacher(k, shape, jnp.float32) if proj.kind == 'rademacher'
+         else jax.random.normal(k, shape, jnp.float32))
+    return acc + g @ r, None
+
+  out, _ = jax.lax.scan(body, jnp.zeros((flat.shape[0], proj.dim), jnp.float32),
+                        (jnp.arange(nb), blocks))
+  return (out / jnp.sqrt(proj.dim)).reshape(*lead, proj.dim)
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'output_fn', 'q_fn', 'proj'))
+def _chunk_features(variables, batch, *, apply_fn, output_fn, q_fn, proj):
+  """φ [B, O, k] and Q [B] of one padded chunk; padding rows are zero."""
+  params, model_state = split_variables(variables)
+  flat, unravel = ravel_pytree(params)
+
+  def logits_of(p, x):
+    return apply_fn(merge_variables(unravel(p), model_state), x[None], False)[0][0]
+
+  def one(x, y):
+    jac = jax.jacrev(lambda p: output_fn(logits_of(p, x), y))(flat)   # [O, P]
+    return jac, q_fn(logits_of(flat, x), y)
+
+  jac, q = jax.vmap(one)(batch['x'], batch['y'])
+  w = batch['w']
+  return project(jac, proj) * w[:, None, None], q * w
+
+
+def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
+             output_fn: Callable = margin_output, q_fn: Callable = out_to_loss,
+             proj: Projection = Projection(), chunk_size: int = 64,
+             mesh=None) -> tuple[jax.Array, jax.Array]:
+  """Per-member projected output gradients [M, n, O, k] and out-to-loss weights [M, n].
+
+  `stacked` holds M members (leading axis); output_fn(logits, y) -> [O];
+  q_fn(logits, y) -> scalar. Members are featurized one after another so
+  memory stays one chunk of one model.
+  """
+  mesh = mesh or sharding.make_mesh('data:1')
+  n = len(x)
+  num_models = jax.tree.leaves(stacked)[0].shape[0]
+  phis, qs = [], []
+  for m in range(num_models):
+    variables = sharding.replicate(jax.tree.map(lambda leaf: leaf[m], stacked), mesh)
+    parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), apply_fn=apply_fn,
+                             output_fn=output_fn, q_fn=q_fn, proj=proj)
+             for batch in epoch_batches({'x': x, 'y': y}, chunk_size, shuffle=False)]
+    phis.append(jnp.concatenate([p for p, _ in parts])[:n])
+    qs.append(jnp.concatenate([q for _, q in parts])[:n])
+  return jnp.stack(phis), jnp.stack(qs)
+
+
+class TrakState(NamedTuple):
+  """What scoring needs of the training set, per member m."""
+  phi: jax.Array         # [M, n, k] training features (margin gradients)
+  kernel_inv: jax.Array  # [M, k, k] (Φ_mᵀΦ_m + λI)⁺
+  q: jax.Array           # [n] out-to-loss, averaged over members
+
+
+@jax.jit
+def _kernel_inverse(phi: jax.Array, lam: jax.Array) -> jax.Array:
+  xtx = phi.T @ phi
+  return jnp.linalg.pinv(xtx + lam * jnp.eye(xtx.shape[0]), hermitian=True)
+
+
+def fit(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
+        lam: float = 0.0, proj: Projection = Projection(), chunk_size: int = 64,
+        mesh=None, output_fn: Callable = margin_output,
+        q_fn: Callable = out_to_loss) -> TrakState:
+  """Featurizes the training set with every member and inverts each kernel.
+
+  With lam=0 the pseudo-inverse is used, so k > n (an interpolating kernel) is fine.
+  """
+  phi, q = features(apply_fn, stacked, x, y, output_fn=output_fn, q_fn=q_fn, proj=proj,
+                    chunk_size=chunk_size, mesh=mesh)
+  if phi.shape[2] != 1:
+    raise MuJaxError('TRAK training features need a scalar output function (O = 1).')
+  phi = phi[:, :, 0]
+  kinv = jax.vmap(_kernel_inverse, (0, None))(phi, jnp.float32(lam))
+  return TrakState(phi, kinv, jnp.mean(q, axis=0))
+
+
+@jax.jit
+def scores(state: TrakState, target_phi: jax.Array) -> jax.Array:
+  """τ [T, O, n] from target features [M, T, O, k]."""
+  per_model = jnp.einsum('mtok,mkl,mnl->ton', target_phi, state.kernel_inv, state.phi)
+  return per_model / target_phi.shape[0] * state.q
+
+
+@jax.jit
+def removal_direction(state: TrakState, rows: jax.Array) -> jax.Array:
+  """v_m = (Φ_mᵀΦ_m + λI)⁺ Σ_{j∈rows} φ_m(z_j) Q_j, [M, k]: τ summed over `rows`."""
+  phi = state.phi[:, rows]                         # [M, r, k]
+  return jnp.einsum('mkl,mrl,r->mk', state.kernel_inv, phi, state.q[rows])
+
+
+@jax.jit
+def summed_scores(target_phi: jax.Array, direction: jax.Array) -> jax.Array:
+  """Σ_{j∈rows} τ(x)_j [T, O] from target features [M, T, O, k] and `removal_direction`."""
+  return jnp.einsum('mtok,mk->to', target_phi, direction) / target_phi.shape[0]
+
+
+def lift(direction: jax.Array, proj: Projection, num_params: int) -> jax.Array:
+  """R v / sqrt(k) [M, P]: so φ(x)ᵀ v = ∇f(x)ᵀ lift(v), a directional derivative."""
+  if proj.dim == 0:
+    return direction
+  nb = -(-num_params // proj.block)
+  key = jax.random.PRNGKey(proj.seed)
+
+  def block(b):
+    k = jax.random.fold_in(key, b)
+    shape = (proj.block, proj.dim)
+    r = (jax.random.rademacher(k, shape, jnp.float32) if proj.kind == 'rademacher'
+         else jax.random.normal(k, shape, jnp.float32))
+    return direction @ r.T                                   # [M, block]
+
+  out = jax.lax.map(block, jnp.arange(nb))                   # [nb, M, block]
+  out = out.transpose(1, 0, 2).reshape(direction.shape[0], -1)[:, :num_params]
+  return out / jnp.sqrt(proj.dim)
+
+
+def removal_tangents(state: TrakState, rows: np.ndarray, stacked, proj: Projection):
+  """Per-member parameter tangents u_m (pytrees like params, stacked) with
+  Σ_{j∈rows} τ(x)_j = 1/M Σ_m ∂_u f(x; θ_m): attribution at any x by one JVP."""
+  params, _ = split_variables(stacked)
+  flat, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], params))
+  u = lift(removal_direction(state, jnp.asarray(rows)), proj, flat.size)
+  return jax.vmap(unravel)(u)
+
+
+def directional_outputs(apply_fn: Callable, stacked, tangents, x: jax.Array) -> jax.Array:
+  """1/M Σ_m (d/dε) logits(x; θ_m + ε u_m) [N, C], eval mode: summed scores at x."""
+  params, model_state = split_variables(stacked)
+
+  def one(p, s, u):
+    fn = lambda q: apply_fn(merge_variables(q, s), x, False)[0]
+    return jax.jvp(fn, (p,), (u,))[1]
+
+  return jnp.mean(jax.vmap(one)(params, model_state, tangents), axis=0)

@@ -1,0 +1,191 @@
+"""Analytic Continual Unlearning (ACU): exact forgetting in a ridge head.
+
+Tang et al., "ACU: Analytic Continual Unlearning for Efficient and Exact
+Forgetting with Privacy Preservation", arXiv:2505.12239 (2025), built on the
+analytic-learning family ACIL / GKEAL / DS-AL (official code:
+github.com/ZHUANGHP/Analytic-continual-learning).
+
+The trained backbone is frozen. Its penultimate features pass through a fixed
+random buffer layer, relu(f @ W_b), and a ridge head is learned on top by
+recursive least squares over the full training set D: the model re-expressed
+analytically. Each forget request is then a Woodbury downdate of (R, W), which
+gives exactly the head a from-scratch ridge fit on the retained rows would give
+(see mu_jax.analytic.ridge), without touching D_r. The learned (R, W) on D
+depend only on the model, D and the hyper-parameters, so they are cached under
+ctx.cache_dir and a request pays only for its downdate.
+
+The learning and the downdate run in prepare, in float64 (scoped x64): the
+driver jits `update` in JAX's default 32-bit mode, which would cast a float64
+state to float32. `update` is therefore the identity and `result` returns the
+float32 evaluation variables.
+"""
+import functools
+import hashlib
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mu_jax import sharding
+from mu_jax.analytic import ridge
+from mu_jax.errors import MuJaxError
+from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+
+BUFFER_SIZE = 2048   # ACIL official config.py: --buffer-size 8192; 2048 keeps R at 32 MB
+BATCH_SIZE = 256     # ACIL official config.py: --batch-size 256 (IL batch size defaults to it)
+
+
+def buffer_weights(seed: int, in_features: int, buffer_size: int) -> jax.Array:
+  """The fixed random buffer W_b [in, buffer], float32.
+
+  Uniform(+-1/sqrt(in)), the torch.nn.Linear default that ACIL's RandomBuffer
+  keeps (analytic/Buffer.py calls reset_parameters and has no bias).
+  """
+  bound = 1.0 / np.sqrt(in_features)
+  return jax.random.uniform(jax.random.key(seed), (in_features, buffer_size),
+                            jnp.float32, -bound, bound)
+
+
+def buffer_features(features, buffer) -> jax.Array:
+  """relu(features @ W_b) in float64: the ridge head's input."""
+  with jax.enable_x64(True):
+    return jax.nn.relu(jnp.asarray(features, jnp.float64) @ jnp.asarray(buffer, jnp.float64))
+
+
+def learn_chunk(state: ridge.RidgeState, features, labels, buffer, *,
+                weights=None, chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
+  """Adds rows (penultimate features, int labels) to the head: continual learning.
+
+  `weights` (0 or 1 per row) drops padding rows.
+  """
+  return ridge.learn(state, *_rows(state, features, labels, buffer, weights), chunk_size)
+
+
+def forget_chunk(state: ridge.RidgeState, features, labels, buffer, *,
+                 weights=None, chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
+  """Removes previously learned rows from the head exactly: one unlearning request."""
+  return ridge.forget(state, *_rows(state, features, labels, buffer, weights), chunk_size)
+
+
+def fit(features, labels, buffer, *, num_classes: int, gamma: float = ridge.GAMMA,
+        chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
+  """Learns a fresh head on (features, labels) by recursive least squares."""
+  state = ridge.init(buffer.shape[1], num_classes, gamma)
+  return learn_chunk(state, features, labels, buffer, chunk_size=chunk_size)
+
+
+def _rows(state, features, labels, buffer, weights):
+  """(X, Y) for the ridge: buffer features and one-hot labels, zeroed where weight is 0."""
+  X = buffer_features(features, buffer)
+  Y = ridge.one_hot(labels, state.W.shape[1])
+  if weights is None:
+    return X, Y
+  with jax.enable_x64(True):
+    w = jnp.asarray(weights, jnp.float64)[:, None]
+    return X * w, Y * w
+
+
+def make_apply(spec: ModelSpec):
+  """apply(variables, x, train) -> (relu(f(x) @ W_b) @ W, {}) for `result`'s variables."""
+
+  def apply(variables, x, train):
+    del train   # the backbone is frozen and evaluated in eval mode
+    model_variables = {k: v for k, v in variables.items() if k != 'acu'}
+    features = spec.features_fn(model_variables, x)
+    head = variables['acu']
+    return jax.nn.relu(features @ head['buffer']) @ head['head'], {}
+
+  return apply
+
+
+def _stream(ctx: Context, source: str, batch_size: int, features_fn):
+  """Host (features, labels, weights) per batch of a stream, in a fixed order."""
+  for batch in ctx.batches(source, batch_size, shuffle=False):
+    yield jax.device_get((features_fn(batch['x']), batch['y'], batch['w']))
+
+
+def _fingerprint(ctx: Context, variables, buffer_size: int, gamma: float) -> str:
+  """A cache key for (R, W) on D: the model, D (in any row order) and the hyper-parameters."""
+  digest = hashlib.sha1(repr((buffer_size, float(gamma), ctx.seed,
+                              ctx.spec.num_classes)).encode())
+  for leaf in jax.tree.leaves(sharding.to_host(variables)):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  union = ctx.arrays('union')
+  x = union['x'].reshape(len(union['y']), -1).astype(np.float64)
+  probe = np.random.default_rng(0).normal(size=x.shape[1])
+  rows = np.stack([x @ probe, x.sum(1), union['y'].astype(np.float64)], 1)
+  digest.update(np.ascontiguousarray(rows[np.lexsort(rows.T[::-1])]).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _load(path: str) -> ridge.RidgeState | None:
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as saved, jax.enable_x64(True):
+    return ridge.RidgeState(jnp.asarray(saved['R']), jnp.asarray(saved['W']))
+
+
+def _save(path: str, state: ridge.RidgeState) -> None:
+  """Writes atomically: a temporary file beside `path`, then os.replace."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, R=np.asarray(state.R), W=np.asarray(state.W))
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def acu(*, buffer_size: int = BUFFER_SIZE,
+        gamma: float = ridge.GAMMA,             # ACIL official config.py: --gamma 0.1
+        batch_size: int = BATCH_SIZE,
+        chunk_size: int = ridge.CHUNK_SIZE) -> Method:
+  """ACU: a ridge head on frozen random-buffer features, D_f removed by Woodbury."""
+  if not (isinstance(buffer_size, int) and buffer_size > 0):
+    raise MuJaxError(f'ACU buffer_size must be a positive integer, got {buffer_size!r}.')
+  ridge.check_gamma(gamma)
+  if chunk_size < 1:
+    raise MuJaxError(f'ACU chunk_size must be positive, got {chunk_size}.')
+
+  def prepare(ctx: Context, variables):
+    if ctx.spec.features_fn is None:
+      raise MuJaxError('ACU needs the model\'s penultimate features; build the ModelSpec '
+                       'with features_fn=model.penultimate.')
+    features_fn = functools.partial(jax.jit(ctx.spec.features_fn), variables)
+    probe = jax.eval_shape(ctx.spec.features_fn, variables, ctx.retain.x[:1])
+    buffer = buffer_weights(ctx.seed, probe.shape[1], buffer_size)
+    path = None
+    if ctx.cache_dir:
+      key = _fingerprint(ctx, variables, buffer_size, gamma)
+      path = os.path.join(ctx.cache_dir, f'acu_{key}.npz')
+    state = _load(path) if path else None
+    cache_hit = state is not None
+    if state is None:
+      state = ridge.init(buffer_size, ctx.spec.num_classes, gamma)
+      for f, y, w in _stream(ctx, 'union', batch_size, features_fn):
+        state = learn_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
+      if path:
+        _save(path, state)
+    for f, y, w in _stream(ctx, 'forget', batch_size, features_fn):
+      state = forget_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
+    head = np.asarray(state.W, np.float32)
+    return {'variables': variables,
+            'acu': {'buffer': buffer, 'head': jnp.asarray(head)},
+            'cache_hit': jnp.float32(cache_hit)}
+
+  def update(spec, state, batch):
+    del spec, batch   # all work is float64 and happened in prepare (see module docstring)
+    return state, {}
+
+  def result(state):
+    return {**state['variables'], 'acu': state['acu']}
+
+  def report(state):
+    return {'cache_hit': state['cache_hit']}
+
+  return Method(prepare, update, result, Stream('none', 1, batch_size),
+                make_apply=make_apply, report=report)

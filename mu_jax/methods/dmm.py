@@ -1,0 +1,262 @@
+"""Datamodel Matching (Georgiev et al. 2024, arXiv:2410.23232) and its relatives.
+
+dmm: (a) TRAK attributes each logit of each point x to the training rows
+  (an ensemble trained on random subsets of D, `mu_jax.influence.trak`);
+  (b) the oracle's logits are predicted as f̂(x) = f(x) − Σ_{j∈D_f} β_j(x);
+  (c) the model is fine-tuned by MSE on logits to f̂ over D_f plus a random
+  retain subset of 3·|D_f| rows (reference code `dm_matching`).
+dm_direct: the prediction f̂ itself as the unlearned model, no fine-tuning
+  (reference code `dm_direct`); a diagnostic of the attribution.
+oracle_matching: the same fine-tuning toward the mean logits of real oracles,
+  an ensemble trained on D_r (reference code `oracle_matching`): the upper bound.
+
+Σ_{j∈D_f} β_j(x) = 1/M Σ_m φ_m(x)ᵀ v_m with v_m = (Φ_mᵀΦ_m)⁺ Φ_{m,f}ᵀ Q_f, and
+φ_m(x)ᵀ v_m = ∇f(x; θ_m)ᵀ(P v_m): one JVP of member m along the tangent P v_m,
+so targets (and dm_direct at any x) need no per-example gradients.
+
+The per-example targets cannot ride on `Context.batches` (its streams are
+whole splits without row indices), so fine-tuning uses the stream 'none': the
+fine-tuning rows, their targets and a seeded batch schedule live on device in
+the state, and the one `update` runs every step as a `lax.scan` of
+`gradient_method`'s update. Deviations from the reference: batches are
+shuffled every epoch (reference default `shuffle=False`), and the learning
+rate is constant (reference: ExponentialLR, γ=0.95 per epoch).
+"""
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mu_jax import ensembles, sharding
+from mu_jax.data import Split
+from mu_jax.data.batching import epoch_order, num_batches
+from mu_jax.errors import MuJaxError
+from mu_jax.influence import trak
+from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+from mu_jax.methods.gradient import GradientState, gradient_method
+
+LEARNING_RATE = 5e-4     # reference `dm_matching`/`oracle_matching`: learning_rate=5e-4
+EPOCHS = 5               # reference: num_epochs=5
+BATCH_SIZE = 512         # reference: batch_size=512
+OPTIMIZER = 'adam'       # reference: optimizer="adam"
+RETAIN_MULTIPLIER = 3.0  # reference: retain_multiplier=3.0
+NUM_MODELS = 10          # reference `oracle_matching`: num_oracles=10
+# Ensemble members are trained with configs/digits_mlp.py's recipe
+# (Adam, lr 1e-3, batch 64, 30 epochs); shrink it for larger data sets.
+ENSEMBLE_OPTIMIZER = 'adam'
+ENSEMBLE_LEARNING_RATE = 1e-3
+ENSEMBLE_BATCH_SIZE = 64
+ENSEMBLE_EPOCHS = 30
+
+
+class MatchState(NamedTuple):
+  inner: GradientState
+  x: jax.Array        # [N, ...] fine-tuning rows: D_f, then the retain subset
+  targets: jax.Array  # [N, C] logits to match
+  order: jax.Array    # [S, B] row index of every step's batch
+  weight: jax.Array   # [S, B] 0 on padding
+  losses: jax.Array   # [S] matching loss per step (zeros before update)
+
+
+def matching_loss(spec: ModelSpec, variables, batch, rng):
+  """Mean squared error between logits and targets over real rows (torch mse_loss)."""
+  del rng
+  logits, new_state = spec.apply_fn(variables, batch['x'], True)
+  err = jnp.mean(jnp.square(logits - batch['t']), axis=-1)
+  loss = jnp.sum(err * batch['w']) / jnp.maximum(jnp.sum(batch['w']), 1.0)
+  return loss, (logits, batch['t'], new_state)
+
+
+def finetune_rows(ctx: Context, retain_multiplier: float) -> tuple[np.ndarray, np.ndarray]:
+  """D_f plus a seeded random retain subset of retain_multiplier·|D_f| rows."""
+  nf, nr = len(ctx.forget.y), len(ctx.retain.y)
+  if nf == 0:
+    raise MuJaxError('The forget set is empty; select at least one example to forget.')
+  take = min(int(retain_multiplier * nf), nr)
+  idx = np.random.default_rng(ctx.seed).choice(nr, take, replace=False)
+  return (np.concatenate([ctx.forget.x, ctx.retain.x[idx]]),
+          np.concatenate([ctx.forget.y, ctx.retain.y[idx]]))
+
+
+def schedule(n: int, batch_size: int, epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Row indices [S, B] and weights [S, B] of `epochs` shuffled, padded passes."""
+  nb = num_batches(n, batch_size)
+  order = np.zeros((epochs, nb * batch_size), np.int32)
+  weight = np.zeros((epochs, nb * batch_size), np.float32)
+  for e in range(epochs):
+    order[e, :n] = epoch_order(n, seed=seed, epoch=e, shuffle=True)
+    weight[e, :n] = 1.0
+  return order.reshape(-1, batch_size), weight.reshape(-1, batch_size)
+
+
+def matching_method(make_targets: Callable[[Context, dict, np.ndarray, np.ndarray], Any], *,
+                    learning_rate: float, epochs: int, batch_size: int, optimizer: str,
+                    retain_multiplier: float) -> Method:
+  """Fine-tunes toward make_targets(ctx, variables, x, y) -> logits [N, C] by MSE."""
+  inner = gradient_method(matching_loss, stream=Stream('none'), learning_rate=learning_rate,
+                          optimizer=optimizer)
+
+  def prepare(ctx: Context, variables: dict) -> MatchState:
+    x, y = finetune_rows(ctx, retain_multiplier)
+    targets = jnp.asarray(make_targets(ctx, variables, x, y), jnp.float32)
+    order, weight = schedule(len(y), batch_size, epochs, ctx.seed)
+    arrays = sharding.replicate((jnp.asarray(x), targets, order, weight), ctx.mesh)
+    return MatchState(inner.prepare(ctx, variables), *arrays,
+                      jnp.zeros(len(order), jnp.float32))
+
+  def update(spec: ModelSpec, state: MatchState, batch):
+    del batch   # stream 'none': the rows live in the state
+
+    def step(inner_state, idx_w):
+      idx, w = idx_w
+      rows = {'x': state.x[idx], 't': state.targets[idx], 'w': w}
+      inner_state, stats = inner.update(spec, inner_state, rows)
+      return inner_state, stats['loss']
+
+    inner_state, losses = jax.lax.scan(step, state.inner, (state.order, state.weight))
+    return state._replace(inner=inner_state, losses=losses), {'loss': jnp.mean(losses)}
+
+  def report(state: MatchState) -> dict:
+    per_epoch = state.losses.reshape(epochs, -1).mean(axis=1)
+    return {'match_loss_first_epoch': per_epoch[0], 'match_loss_last_epoch': per_epoch[-1]}
+
+  return Method(prepare, update, lambda s: inner.result(s.inner), Stream('none'),
+                report=report)
+
+
+def _recipe(optimizer: str, learning_rate: float, batch_size: int, epochs: int):
+  return ml_collections.ConfigDict(dict(
+      optimizer=optimizer, learning_rate=learning_rate, momentum=0.9, weight_decay=0.0,
+      schedule='constant', batch_size=batch_size, epochs=epochs))
+
+
+def _ensemble(ctx: Context, variables: dict, data: Split, masks: np.ndarray,
+              recipe) -> dict:
+  """Fresh members (Flax default initializers) trained on data[masks[m]]."""
+  model = ensembles.flax_default_model(ctx.spec.apply_fn, jax.device_get(variables))
+  seeds = [ctx.seed * 1000 + 1 + m for m in range(len(masks))]
+  return ensembles.train_ensemble(model, recipe, data, seeds=seeds, masks=masks,
+                                  mesh=ctx.mesh)
+
+
+class Attribution(NamedTuple):
+  members: dict    # stacked ensemble the attribution was computed on
+  tangents: Any    # stacked parameter tangents: Σ_{j∈D_f} β_j(x) by one JVP each
+
+
+def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
+                       subset_fraction: float, proj_dim: int, lam: float,
+                       chunk_size: int, recipe) -> Attribution:
+  """TRAK on an ensemble trained on random subsets of D, summed over D_f."""
+  union = ctx.arrays('union')
+  data = Split(union['x'], union['y'])
+  masks = ensembles.subset_masks(len(data.y), num_models, subset_fraction, ctx.seed)
+  members = _ensemble(ctx, variables, data, masks, recipe)
+  proj = trak.Projection(dim=proj_dim, seed=ctx.seed)
+  state = trak.fit(ctx.spec.apply_fn, members, data.x, data.y, lam=lam, proj=proj,
+                   chunk_size=chunk_size, mesh=ctx.mesh)
+  rows = np.arange(len(ctx.forget.y))
+  return Attribution(members, trak.removal_tangents(state, rows, members, proj))
+
+
+def predicted_oracle_logits(apply_fn, variables, attribution: Attribution, x,
+                            multiplier: float = 1.0) -> jax.Array:
+  """f̂(x) = f(x) − multiplier · Σ_{j∈D_f} β_j(x), eval mode."""
+  logits, _ = apply_fn(variables, x, False)
+  removed = trak.directional_outputs(apply_fn, attribution.members, attribution.tangents, x)
+  return logits - multiplier * removed
+
+
+def _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
+                        ensemble_optimizer, ensemble_learning_rate, ensemble_batch_size,
+                        ensemble_epochs):
+  return dict(num_models=num_models, subset_fraction=subset_fraction, proj_dim=proj_dim,
+              lam=lam, chunk_size=chunk_size,
+              recipe=_recipe(ensemble_optimizer, ensemble_learning_rate,
+                             ensemble_batch_size, ensemble_epochs))
+
+
+def dmm(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
+        batch_size: int = BATCH_SIZE, optimizer: str = OPTIMIZER,
+        retain_multiplier: float = RETAIN_MULTIPLIER,
+        multiplier: float = 1.0,          # reference `dm_matching`: dm_multiplier=1.0
+        num_models: int = NUM_MODELS,
+        subset_fraction: float = 0.5,     # datamodels/TRAK evaluations: α = 0.5 subsets
+        proj_dim: int = 2048,             # MadryLab/trak TRAKer: proj_dim=2048
+        lam: float = 0.0,                 # MadryLab/trak finalize_features: (ΦᵀΦ)⁻¹, no ridge
+        chunk_size: int = 64,
+        ensemble_optimizer: str = ENSEMBLE_OPTIMIZER,
+        ensemble_learning_rate: float = ENSEMBLE_LEARNING_RATE,
+        ensemble_batch_size: int = ENSEMBLE_BATCH_SIZE,
+        ensemble_epochs: int = ENSEMBLE_EPOCHS) -> Method:
+  """Fine-tunes toward TRAK-predicted oracle logits on D_f and a retain subset."""
+  kwargs = _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
+                               ensemble_optimizer, ensemble_learning_rate,
+                               ensemble_batch_size, ensemble_epochs)
+
+  def make_targets(ctx, variables, x, y):
+    del y
+    attribution = forget_attribution(ctx, variables, **kwargs)
+    return predicted_oracle_logits(ctx.spec.apply_fn, variables, attribution,
+                                   jnp.asarray(x), multiplier)
+
+  return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
+                         batch_size=batch_size, optimizer=optimizer,
+                         retain_multiplier=retain_multiplier)
+
+
+def oracle_matching(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
+                    batch_size: int = BATCH_SIZE, optimizer: str = OPTIMIZER,
+                    retain_multiplier: float = RETAIN_MULTIPLIER,
+                    num_models: int = NUM_MODELS,
+                    ensemble_optimizer: str = ENSEMBLE_OPTIMIZER,
+                    ensemble_learning_rate: float = ENSEMBLE_LEARNING_RATE,
+                    ensemble_batch_size: int = ENSEMBLE_BATCH_SIZE,
+                    ensemble_epochs: int = ENSEMBLE_EPOCHS) -> Method:
+  """Fine-tunes toward the mean logits of `num_models` oracles trained on D_r."""
+  recipe = _recipe(ensemble_optimizer, ensemble_learning_rate, ensemble_batch_size,
+                   ensemble_epochs)
+
+  def make_targets(ctx, variables, x, y):
+    del y
+    oracles = _ensemble(ctx, variables, ctx.retain,
+                        np.ones((num_models, len(ctx.retain.y)), bool), recipe)
+    return jnp.mean(ensembles.ensemble_apply(ctx.spec.apply_fn, oracles, jnp.asarray(x)), 0)
+
+  return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
+                         batch_size=batch_size, optimizer=optimizer,
+                         retain_multiplier=retain_multiplier)
+
+
+def dm_direct(*, multiplier: float = 1.0,   # reference `dm_direct`: multiplier=1.0
+              num_models: int = NUM_MODELS, subset_fraction: float = 0.5,
+              proj_dim: int = 2048, lam: float = 0.0, chunk_size: int = 64,
+              ensemble_optimizer: str = ENSEMBLE_OPTIMIZER,
+              ensemble_learning_rate: float = ENSEMBLE_LEARNING_RATE,
+              ensemble_batch_size: int = ENSEMBLE_BATCH_SIZE,
+              ensemble_epochs: int = ENSEMBLE_EPOCHS) -> Method:
+  """The predicted oracle f̂ itself: variables {'model', 'members', 'tangents'}."""
+  kwargs = _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
+                               ensemble_optimizer, ensemble_learning_rate,
+                               ensemble_batch_size, ensemble_epochs)
+
+  def prepare(ctx, variables):
+    attribution = forget_attribution(ctx, variables, **kwargs)
+    return {'model': variables, 'members': attribution.members,
+            'tangents': attribution.tangents}
+
+  def update(spec, state, batch):
+    del spec, batch
+    return state, {'loss': jnp.zeros(())}
+
+  def make_apply(spec: ModelSpec):
+    def apply(variables, x, train):
+      del train
+      attribution = Attribution(variables['members'], variables['tangents'])
+      return predicted_oracle_logits(spec.apply_fn, variables['model'], attribution, x,
+                                     multiplier), {}
+    return apply
+
+  return Method(prepare, update, lambda s: s, Stream('none'), make_apply=make_apply)

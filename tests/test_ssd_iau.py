@@ -1,0 +1,279 @@
+"""SSD and IAU against NumPy formulas; the gradient-restricted train step."""
+import os
+import tempfile
+from unittest import mock
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl.testing import absltest, parameterized
+
+from mu_jax import sharding
+from mu_jax.errors import MuJaxError
+from mu_jax.influence import fisher
+from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.methods import iau as iau_lib
+from mu_jax.methods import ssd as ssd_lib
+from mu_jax.models import Classifier, as_model
+from mu_jax.train import TrainState, make_train_step
+from tests import test_influence as lin
+from tests import test_methods
+from tests.test_train import assert_trees_close
+
+
+def numpy_dampen(params, i_d, i_f, alpha, lam):
+  """SSD's formula leaf by leaf, written independently in NumPy."""
+  out, count = {}, 0
+  for key, p in params.items():
+    if isinstance(p, dict):
+      out[key], c = numpy_dampen(p, i_d[key], i_f[key], alpha, lam)
+    else:
+      p, d, f = (np.asarray(a, np.float64) for a in (p, i_d[key], i_f[key]))
+      sel = f > alpha * d
+      beta = np.ones_like(p)
+      beta[sel] = np.minimum(lam * d[sel] / f[sel], 1.0)
+      out[key], c = p * beta, int(sel.sum())
+    count += c
+  return out, count
+
+
+class BNBackbone(nn.Module):
+  """Dense + BatchNorm + ReLU: the smallest backbone with batch statistics."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Dense(8)(x.reshape(x.shape[0], -1))
+    return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+
+
+def mlp_context(mesh_spec='data:1', **kw):
+  return test_methods.context(mesh_spec)._replace(**kw)
+
+
+class SSDTest(parameterized.TestCase):
+
+  def test_dampen_matches_numpy_and_zero_importance_gives_no_nan(self):
+    rng = np.random.default_rng(0)
+    params = {'a': rng.normal(size=(5, 4)).astype(np.float32),
+              'b': {'c': rng.normal(size=7).astype(np.float32)}}
+    i_d = jax.tree.map(lambda p: rng.exponential(size=p.shape).astype(np.float32), params)
+    i_f = jax.tree.map(lambda p: rng.exponential(size=p.shape).astype(np.float32) * 8, params)
+    i_d['a'][0] = 0.0                 # I_D = 0 < I_Df: selected, beta = 0
+    i_f['a'][1] = 0.0                 # I_Df = 0: never selected
+    i_d['b']['c'][:3] = i_f['b']['c'][:3] = 0.0   # both zero: never selected
+    eligible = ssd_lib.eligible_leaves(params, '')
+    got, selected = ssd_lib.dampen(params, i_d, i_f, eligible, alpha=2.0, dampening=0.5)
+    want, count = numpy_dampen(params, i_d, i_f, 2.0, 0.5)
+    assert_trees_close(got, want, rtol=1e-6, atol=0)
+    self.assertEqual(int(ssd_lib._count(selected)), count)
+    self.assertTrue(np.all(np.asarray(got['a'][0]) == 0))
+    np.testing.assert_array_equal(got['a'][1], params['a'][1])
+    np.testing.assert_array_equal(got['b']['c'][:3], params['b']['c'][:3])
+
+  @parameterized.parameters('batch', 'per_example', 'label_free')
+  def test_end_to_end_matches_numpy_on_linear_model(self, estimator):
+    variables, ctx = lin.linear_setup()
+    out = run_method(create_method('ssd', estimator=estimator, batch_size=8,
+                                   selection_weighting=1.02, dampening_constant=0.7),
+                     variables, ctx)
+    i_d = lin.numpy_importance(estimator, variables, ctx, 'union', 8)
+    i_f = lin.numpy_importance(estimator, variables, ctx, 'forget', 8)
+    want, count = numpy_dampen(variables['params'], i_d, i_f, 1.02, 0.7)
+    assert_trees_close(out.variables['params'], want, rtol=1e-5, atol=1e-7)
+    self.assertGreater(count, 0)
+    self.assertEqual(out.info, {'selected': count, 'selected_fraction': count / 15})
+
+  def test_default_alpha_matches_importances_of_the_mlp(self):
+    variables = test_methods.setting()['variables']
+    ctx = mlp_context()
+    out = run_method(create_method('ssd', batch_size=32), variables, ctx)
+    i_d = fisher.importance('batch', ctx.spec, variables, ctx, 'union', 32)
+    i_f = fisher.importance('batch', ctx.spec, variables, ctx, 'forget', 32)
+    want, count = numpy_dampen(variables['params'], i_d, i_f, 10.0, 1.0)
+    assert_trees_close(out.variables['params'], want, rtol=1e-6, atol=1e-7)
+    self.assertEqual(out.info['selected'], count)
+
+  def test_layers_filter_leaves_other_layers_bit_identical(self):
+    variables = test_methods.setting()['variables']
+    out = run_method(create_method('ssd', batch_size=32, selection_weighting=1.0,
+                                   layers='^head/'), variables, mlp_context())
+    before, after = variables['params'], out.variables['params']
+    for a, b in zip(jax.tree.leaves(before['backbone']), jax.tree.leaves(after['backbone'])):
+      np.testing.assert_array_equal(a, b)
+    self.assertGreater(out.info['selected'], 0)
+    self.assertFalse(np.array_equal(before['head']['kernel'], after['head']['kernel']))
+
+  def test_batch_norm_statistics_are_untouched(self):
+    model = as_model('bn', Classifier(BNBackbone(), 3))
+    data = test_methods.setting()
+    variables = model.init(jax.random.PRNGKey(0), data['forget'].x[:1])
+    variables['batch_stats'] = jax.tree.map(lambda s: s + 0.3, variables['batch_stats'])
+    ctx = Context(ModelSpec(model.apply, 3), data['forget'], data['retain'],
+                  sharding.make_mesh('data:1'))
+    out = run_method(create_method('ssd', batch_size=32, selection_weighting=1.0),
+                     variables, ctx)
+    assert_trees_close(out.variables['batch_stats'], variables['batch_stats'], rtol=0, atol=0)
+    self.assertGreater(out.info['selected'], 0)
+
+  def test_importance_d_cache_hit_is_identical_and_skips_the_pass(self):
+    variables = test_methods.setting()['variables']
+    method = create_method('ssd', batch_size=32, selection_weighting=1.0)
+    with tempfile.TemporaryDirectory() as cache_dir:
+      ctx = mlp_context(cache_dir=cache_dir)
+      runs = []
+      for _ in range(2):
+        with mock.patch.object(fisher, 'importance', wraps=fisher.importance) as spy:
+          runs.append(run_method(method, variables, ctx))
+        runs[-1] = (runs[-1], [c.args[4] for c in spy.call_args_list])
+      self.assertEqual(runs[0][1], ['union', 'forget'])
+      self.assertEqual(runs[1][1], ['forget'])
+      assert_trees_close(runs[0][0].variables, runs[1][0].variables, rtol=0, atol=0)
+      self.assertEqual([f for f in os.listdir(cache_dir) if 'tmp' in f], [])
+      self.assertLen(os.listdir(cache_dir), 1)
+
+  def test_bad_hyper_parameters_are_refused(self):
+    with self.assertRaisesRegex(MuJaxError, 'valid: batch, per_example, label_free'):
+      create_method('ssd', estimator='fisher')
+    with self.assertRaisesRegex(MuJaxError, 'not a valid regular expression'):
+      create_method('ssd', layers='head[')
+    with self.assertRaisesRegex(MuJaxError, 'selection_weighting >= 0'):
+      create_method('ssd', selection_weighting=-1.0)
+
+  def test_stale_cache_is_recomputed(self):
+    variables = test_methods.setting()['variables']
+    method = create_method('ssd', batch_size=32, selection_weighting=1.0)
+    with tempfile.TemporaryDirectory() as cache_dir:
+      ctx = mlp_context(cache_dir=cache_dir)
+      fresh = run_method(method, variables, ctx)
+      (name,) = os.listdir(cache_dir)
+      np.savez(os.path.join(cache_dir, name), other=np.zeros(3))
+      with mock.patch.object(fisher, 'importance', wraps=fisher.importance) as spy:
+        again = run_method(method, variables, ctx)
+      self.assertEqual([c.args[4] for c in spy.call_args_list], ['union', 'forget'])
+      assert_trees_close(fresh.variables, again.variables, rtol=0, atol=0)
+
+  def test_eight_devices_match_one(self):
+    variables = test_methods.setting()['variables']
+    method = create_method('ssd', batch_size=32, selection_weighting=1.0)
+    one = run_method(method, variables, mlp_context('data:1'))
+    eight = run_method(method, variables, mlp_context('data:8'))
+    assert_trees_close(one.variables, eight.variables, rtol=1e-5, atol=1e-6)
+    self.assertEqual(one.info, eight.info)
+
+  def test_jit_matches_eager(self):
+    variables = test_methods.setting()['variables']
+    method = create_method('ssd', batch_size=32, selection_weighting=1.0)
+    ctx = mlp_context()
+    jitted = run_method(method, variables, ctx)
+    state = method.prepare(ctx, variables)
+    with jax.disable_jit():
+      state, _ = method.update(ctx.spec, state, None)
+    assert_trees_close(method.result(state), jitted.variables, rtol=1e-6, atol=1e-7)
+    self.assertEqual(method.report(state), jitted.info)
+
+  def test_select_alpha_returns_the_largest_alpha_that_forgets_held_out_rows(self):
+    variables = test_methods.setting()['variables']
+    ctx = mlp_context()
+    choice = ssd_lib.select_alpha(variables, ctx, target_forget_acc=50.0,
+                                  alphas=(5.0, 20.0, 1.0, 10.0), retain_tolerance=5.0,
+                                  batch_size=32)
+    # As in the measured SSD behaviour: a large alpha selects too few weights to forget.
+    self.assertEqual([t['alpha'] for t in choice.trials], [20.0, 10.0, 5.0])
+    self.assertEqual(choice.alpha, 5.0)
+    self.assertTrue(all(t['forget_acc'] > 50.0 for t in choice.trials[:-1]))
+    self.assertLessEqual(choice.trials[-1]['forget_acc'], 50.0)
+    self.assertGreaterEqual(choice.trials[-1]['retain_acc'], 95.0)
+    self.assertEqual([t['selected'] for t in choice.trials],
+                     sorted(t['selected'] for t in choice.trials))
+
+  def test_select_alpha_refuses_when_retain_accuracy_would_drop(self):
+    variables = test_methods.setting()['variables']
+    with self.assertRaisesRegex(MuJaxError, 'add smaller alphas'):
+      ssd_lib.select_alpha(variables, mlp_context(), target_forget_acc=50.0,
+                           alphas=(5.0, 1.0), retain_tolerance=-1.0, batch_size=32)
+
+
+def numpy_mean_gradient(variables, split):
+  gk, gb = lin.numpy_gradients('batch', variables, split.x, split.y,
+                               np.ones(len(split.y)))
+  return {'head': {'kernel': gk, 'bias': gb}}
+
+
+class IAUTest(absltest.TestCase):
+
+  def test_update_is_one_fresh_adam_step(self):
+    variables, ctx = lin.linear_setup()
+    out = run_method(create_method('iau', learning_rate=0.01, batch_size=8), variables, ctx)
+    g = jax.tree.map(np.subtract, numpy_mean_gradient(variables, ctx.retain),
+                     numpy_mean_gradient(variables, ctx.forget))
+    want = jax.tree.map(lambda p, g_: p - 0.01 * g_ / (np.abs(g_) + 1e-8),
+                        variables['params'], g)
+    assert_trees_close(out.variables['params'], want, rtol=1e-6, atol=1e-7)
+
+  def test_eight_devices_match_one_and_jit_matches_eager(self):
+    variables = test_methods.setting()['variables']
+    method = create_method('iau', batch_size=32)
+    one = run_method(method, variables, mlp_context('data:1'))
+    eight = run_method(method, variables, mlp_context('data:8'))
+    assert_trees_close(one.variables, eight.variables, rtol=1e-5, atol=1e-6)
+    ctx = mlp_context()
+    state = method.prepare(ctx, variables)
+    with jax.disable_jit():
+      state, _ = method.update(ctx.spec, state, None)
+    assert_trees_close(method.result(state), one.variables, rtol=1e-5, atol=1e-6)
+
+
+class RestrictedStepTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.variables, ctx = lin.linear_setup()
+    self.batch = next(ctx.batches('union', 16, shuffle=False))
+    self.batch = jax.tree.map(np.array, self.batch)
+    self.batch['w'][-3:] = 0.0   # padding rows must not count
+
+  def numpy_restricted_loss(self, params, alpha):
+    """ℓ + α Σ_tensors ‖∇ℓ‖₂ from NumPy closed-form gradients, in float64."""
+    x, y, w = self.batch['x'].reshape(16, -1), self.batch['y'], self.batch['w']
+    variables = {'params': params}
+    z = x @ params['head']['kernel'] + params['head']['bias']
+    z = z - z.max(1, keepdims=True)
+    loss = np.sum(w * (np.log(np.exp(z).sum(1)) - z[np.arange(16), y])) / w.sum()
+    gk, gb = lin.numpy_gradients('batch', variables, x, y, w)
+    return loss + alpha * (np.linalg.norm(gk) + np.linalg.norm(gb))
+
+  def test_gradient_matches_finite_differences_of_the_restricted_loss(self):
+    alpha = 0.3
+    tx = optax.sgd(1.0)
+    params = self.variables['params']
+    state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
+    step = jax.jit(iau_lib.make_restricted_train_step(lin.linear_apply, tx, alpha))
+    new_state, stats = step(state, self.batch)
+    got = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params, new_state.params)
+    p64 = jax.tree.map(lambda p: np.asarray(p, np.float64), params)
+    want, eps = jax.tree.map(np.zeros_like, p64), 1e-6
+    for name in ('kernel', 'bias'):
+      for idx in np.ndindex(p64['head'][name].shape):
+        hi, lo = jax.tree.map(np.copy, p64), jax.tree.map(np.copy, p64)
+        hi['head'][name][idx] += eps
+        lo['head'][name][idx] -= eps
+        want['head'][name][idx] = (self.numpy_restricted_loss(hi, alpha)
+                                   - self.numpy_restricted_loss(lo, alpha)) / (2 * eps)
+    assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+    loss = self.numpy_restricted_loss(p64, 0.0)
+    np.testing.assert_allclose(stats['loss_sum'] / stats['count'], loss, rtol=1e-5)
+
+  def test_alpha_zero_is_the_plain_train_step(self):
+    tx = optax.sgd(0.1, momentum=0.9)
+    params = self.variables['params']
+    state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
+    plain, _ = jax.jit(make_train_step(lin.linear_apply, tx))(state, self.batch)
+    restricted, _ = jax.jit(iau_lib.make_restricted_train_step(lin.linear_apply, tx, 0.0))(
+        state, self.batch)
+    assert_trees_close(plain, restricted, rtol=1e-6, atol=1e-7)
+
+
+if __name__ == '__main__':
+  absltest.main()
