@@ -9,6 +9,7 @@ from mu_jax import config_lib
 
 def _smoke(c):
   c.train.epochs = 2
+  c.methods = 'ft,ga,rl'
   c.unlearn.ft.epochs = 1
   c.unlearn.ga.epochs = 1
   c.unlearn.rl.epochs = 1
@@ -26,6 +27,10 @@ def get_config(arg=None):
   c.train.batch_size = 64
   c.train.epochs = 30
   c.train.checkpoint_every = 10
+  # The DMM family (dmm, dm_direct, oracle_matching) trains 10-model ensembles
+  # and takes minutes here; run it with methods=dmm+dm_direct+oracle_matching.
+  c.methods = 'ft,ga,rl,ssd,iau,acu'
+
   # Unlearning recipes: the reference scripts' epochs and learning rates
   # (mu_jax/methods/baselines.py), with the batch shrunk to 64 so these
   # ~1,300 training images give more than a handful of steps per epoch.
