@@ -13,7 +13,7 @@ from mu_jax.methods import METHODS, method_defaults
 ARG_KEYS = {
     'method': 'method', 'methods': 'methods', 'forget': 'forget', 'seed': 'seed',
     'mesh': 'mesh', 'smoke': 'smoke', 'data_dir': 'data.data_dir', 'source': 'data.source',
-    'epochs': 'train.epochs',
+    'epochs': 'train.epochs', 'gradient_restriction': 'train.gradient_restriction',
 }
 
 
@@ -31,7 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(name='mlp', kwargs=ml_collections.ConfigDict()))
   c.train = ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, momentum=0.9, weight_decay=0.0,
-      schedule='constant', batch_size=64, epochs=10, checkpoint_every=1))
+      schedule='constant', batch_size=64, epochs=10, checkpoint_every=1,
+      # IAU's training-time gradient restriction α (0 = plain training; the
+      # official IAU code trains IAU-ready models with 0.005).
+      gradient_restriction=0.0))
   c.eval = ml_collections.ConfigDict(dict(batch_size=512, mia_max_per_side=0))
   c.unlearn = ml_collections.ConfigDict()   # per-method hyper-parameter overrides
   return c
@@ -57,11 +60,11 @@ def _convert(old, value: str):
     if value.lower() not in ('true', 'false', '1', '0'):
       raise MuJaxError(f'Expected True or False, got {value!r}.')
     return value.lower() in ('true', '1')
-  if isinstance(old, int):
+  if isinstance(old, (int, float)):
     try:
-      return int(value)
+      return type(old)(value)
     except ValueError as e:
-      raise MuJaxError(f'Expected an integer, got {value!r}.') from e
+      raise MuJaxError(f'Expected a {type(old).__name__}, got {value!r}.') from e
   return value
 
 

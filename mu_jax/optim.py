@@ -48,3 +48,8 @@ def batch_stats(logits: jax.Array, labels: jax.Array, weights: jax.Array,
   count = jnp.sum(weights)
   correct = jnp.sum(weights * (jnp.argmax(logits, -1) == labels))
   return {'loss_sum': loss * count, 'correct': correct, 'count': count}
+
+
+def gradient_norm_sum(grads) -> jax.Array:
+  """Σ over parameter tensors of ‖∇‖₂ (each tensor's Frobenius norm)."""
+  return sum(jnp.sqrt(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads))

@@ -26,7 +26,8 @@ from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import evaluate_model
 from mu_jax.models import Model, create_model, merge_variables, split_variables
-from mu_jax.optim import batch_stats, make_optimizer, weighted_cross_entropy
+from mu_jax.optim import (
+    batch_stats, gradient_norm_sum, make_optimizer, weighted_cross_entropy)
 
 
 class TrainState(NamedTuple):
@@ -51,18 +52,29 @@ def optimizer_from_config(train_cfg, steps_per_epoch: int) -> optax.GradientTran
       schedule=train_cfg.schedule)
 
 
-def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation):
-  """One pure SGD-family step on a weighted batch {'x', 'y', 'w'}."""
+def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation,
+                    gradient_restriction: float = 0.0):
+  """One pure SGD-family step on a weighted batch {'x', 'y', 'w'}.
+
+  With `gradient_restriction` α > 0 the objective is IAU's GR loss
+  ℓ + α·Σ_tensors ‖∇_θ ℓ‖₂, differentiated through (double backprop), which
+  trains an "IAU-ready" model; the returned stats are those of ℓ alone.
+  """
+
+  def loss_fn(params, model_state, batch):
+    logits, new_model_state = apply_fn(merge_variables(params, model_state), batch['x'], True)
+    loss = weighted_cross_entropy(logits, batch['y'], batch['w'])
+    return loss, (loss, logits, new_model_state)
+
+  def restricted_loss_fn(params, model_state, batch):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch)
+    return loss + gradient_restriction * gradient_norm_sum(grads), aux
+
+  objective = restricted_loss_fn if gradient_restriction else loss_fn
 
   def step(state: TrainState, batch):
-    def loss_fn(params):
-      logits, new_model_state = apply_fn(
-          merge_variables(params, state.model_state), batch['x'], True)
-      loss = weighted_cross_entropy(logits, batch['y'], batch['w'])
-      return loss, (logits, new_model_state)
-
-    (loss, (logits, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (_, (loss, logits, new_model_state)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params, state.model_state, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = new_model_state or state.model_state
@@ -94,7 +106,8 @@ def train_model(model: Model, train_cfg, data: Split, *, seed: int,
     start, seconds = meta['epoch'], meta['train_seconds']
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)
-  step_fn = jax.jit(make_train_step(model.apply, tx), donate_argnums=0)
+  step_fn = jax.jit(make_train_step(model.apply, tx, train_cfg.get('gradient_restriction', 0.0)),
+                    donate_argnums=0)
   arrays = {'x': data.x, 'y': data.y}
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()

@@ -249,7 +249,7 @@ class RestrictedStepTest(absltest.TestCase):
     tx = optax.sgd(1.0)
     params = self.variables['params']
     state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
-    step = jax.jit(iau_lib.make_restricted_train_step(lin.linear_apply, tx, alpha))
+    step = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=alpha))
     new_state, stats = step(state, self.batch)
     got = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params, new_state.params)
     p64 = jax.tree.map(lambda p: np.asarray(p, np.float64), params)
@@ -265,14 +265,17 @@ class RestrictedStepTest(absltest.TestCase):
     loss = self.numpy_restricted_loss(p64, 0.0)
     np.testing.assert_allclose(stats['loss_sum'] / stats['count'], loss, rtol=1e-5)
 
-  def test_alpha_zero_is_the_plain_train_step(self):
+  def test_vanishing_alpha_tends_to_the_plain_train_step(self):
     tx = optax.sgd(0.1, momentum=0.9)
     params = self.variables['params']
     state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
     plain, _ = jax.jit(make_train_step(lin.linear_apply, tx))(state, self.batch)
-    restricted, _ = jax.jit(iau_lib.make_restricted_train_step(lin.linear_apply, tx, 0.0))(
+    tiny, _ = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=1e-9))(
         state, self.batch)
-    assert_trees_close(plain, restricted, rtol=1e-6, atol=1e-7)
+    strong, _ = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=0.5))(
+        state, self.batch)
+    assert_trees_close(plain, tiny, rtol=1e-6, atol=1e-7)
+    self.assertFalse(np.allclose(strong.params['head']['kernel'], plain.params['head']['kernel']))
 
 
 if __name__ == '__main__':

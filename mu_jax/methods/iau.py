@@ -12,10 +12,11 @@ full-set train-mode batch is not available under mini-batching.
 
 Training-time gradient restriction (the paper's GR loss,
 ℓ + α·Σ_tensors ‖∇_θ ℓ‖₂, official `train_model.py` with model_fix_flag=1)
-makes models easier to unlearn this way: `make_restricted_train_step` is a
-drop-in replacement for `mu_jax.train.make_train_step`.
+makes models easier to unlearn this way: it is the training recipe's
+`gradient_restriction` option (`mu_jax.train.make_train_step`), α = GR_ALPHA
+for an "IAU-ready" model.
 """
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +25,6 @@ import optax
 from mu_jax.influence import CrossEntropySum, mean_gradient
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
 from mu_jax.models import merge_variables, split_variables
-from mu_jax.optim import batch_stats, weighted_cross_entropy
-from mu_jax.train import TrainState
 
 LEARNING_RATE = 1e-3   # official utility/parser.py --lr 0.001, IAU_unlearn.py's Adam
 GR_ALPHA = 0.005       # official README: train_model.py --model_fix_flag=1 --alpha=0.005
@@ -60,37 +59,3 @@ def iau(*, learning_rate: float = LEARNING_RATE,
     return merge_variables(state.params, state.model_state)
 
   return Method(prepare, update, result, Stream('none'))
-
-
-def gradient_norm_sum(grads) -> jax.Array:
-  """Σ over parameter tensors of ‖∇‖₂ (each tensor's Frobenius norm)."""
-  return sum(jnp.sqrt(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads))
-
-
-def make_restricted_train_step(apply_fn: Callable, tx: optax.GradientTransformation,
-                               alpha: float = GR_ALPHA):
-  """`mu_jax.train.make_train_step` with the GR loss ℓ + α·Σ_tensors ‖∇_θ ℓ‖₂.
-
-  ℓ is the batch's weighted mean cross-entropy in train mode; the penalty is
-  differentiated through (double backprop). The returned stats are those of
-  ℓ alone, so training logs stay comparable with unrestricted training.
-  """
-  def step(state: TrainState, batch):
-    def base_loss(params):
-      logits, new_model_state = apply_fn(
-          merge_variables(params, state.model_state), batch['x'], True)
-      return weighted_cross_entropy(logits, batch['y'], batch['w']), (logits, new_model_state)
-
-    def restricted_loss(params):
-      (loss, aux), grads = jax.value_and_grad(base_loss, has_aux=True)(params)
-      return loss + alpha * gradient_norm_sum(grads), (loss, aux)
-
-    (_, (loss, (logits, new_model_state))), grads = jax.value_and_grad(
-        restricted_loss, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    model_state = new_model_state or state.model_state
-    new_state = TrainState(state.step + 1, params, model_state, opt_state)
-    return new_state, batch_stats(logits, batch['y'], batch['w'], loss)
-
-  return step
