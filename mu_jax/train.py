@@ -144,6 +144,8 @@ class Setting(NamedTuple):
   mesh: Any
   forget_idx: np.ndarray
   retain_idx: np.ndarray
+  forget: Split        # D_f: the training rows at forget_idx
+  retain: Split        # D_r: the training rows at retain_idx
   original: Trained
   oracle: Trained
 
@@ -152,13 +154,6 @@ class Setting(NamedTuple):
     """Where this forget request's indices and results go: one folder per request."""
     return os.path.join(self.workdir, 'results', request_slug(self.config.forget))
 
-  @property
-  def forget(self) -> Split:
-    return Split(self.data.train.x[self.forget_idx], self.data.train.y[self.forget_idx])
-
-  @property
-  def retain(self) -> Split:
-    return Split(self.data.train.x[self.retain_idx], self.data.train.y[self.retain_idx])
 
 
 def request_slug(forget_spec: str) -> str:
@@ -205,10 +200,12 @@ def prepare_setting(config, workdir: str) -> Setting:
   original = train_or_load(config, model, data.train, role='original',
                            key_payload=recipe, workdir=workdir, mesh=mesh)
   retain = Split(data.train.x[retain_idx], data.train.y[retain_idx])
+  forget = Split(data.train.x[forget_idx], data.train.y[forget_idx])
   oracle = train_or_load(config, model, retain, role='oracle',
                          key_payload=dict(recipe, forget=forget_idx), workdir=workdir,
                          mesh=mesh)
-  setting = Setting(config, workdir, data, model, mesh, forget_idx, retain_idx, original, oracle)
+  setting = Setting(config, workdir, data, model, mesh, forget_idx, retain_idx, forget, retain,
+                    original, oracle)
   save_indices(os.path.join(setting.results_dir, 'forget_indices.npy'), forget_idx)
   return setting
 
