@@ -27,8 +27,9 @@ def get_config(arg=None):
   c.train.batch_size = 64
   c.train.epochs = 30
   c.train.checkpoint_every = 10
-  # The DMM family (dmm, dm_direct, oracle_matching) trains 10-model ensembles
-  # and takes minutes here; run it with methods=dmm+dm_direct+oracle_matching.
+  # The DMM family (dmm, dm_direct, oracle_matching) trains model ensembles
+  # and takes about a minute each here; run it with
+  # methods=dmm+dm_direct+oracle_matching.
   c.methods = 'ft,ga,rl,ssd,iau,acu'
 
   # Unlearning recipes: the reference scripts' epochs and learning rates

@@ -4,6 +4,9 @@ Each config file's `get_config(arg)` starts from `base_config()`, sets its
 data set, model and recipe, then calls `finish(config, arg)`, which applies
 the `key=value,...` argument, shrinks everything when smoke=True, and locks.
 """
+import inspect
+import typing
+
 import ml_collections
 
 from mu_jax.errors import MuJaxError
@@ -64,7 +67,7 @@ def _convert(old, value: str):
     try:
       return type(old)(value)
     except ValueError as e:
-      raise MuJaxError(f'Expected a {type(old).__name__}, got {value!r}.') from e
+      raise MuJaxError(f'Expected a value of type {type(old).__name__}, got {value!r}.') from e
   return value
 
 
@@ -106,7 +109,17 @@ def fill_method_defaults(config: ml_collections.ConfigDict) -> None:
     if unknown:
       raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
                        f'valid: {", ".join(sorted(defaults))}.')
-    config.unlearn[name] = ml_collections.ConfigDict({**defaults, **given})
+    fields = {k: _overridable(v, METHODS.get(name), k) for k, v in defaults.items()}
+    config.unlearn[name] = ml_collections.ConfigDict({**fields, **given})
+
+
+def _overridable(default, factory, key: str):
+  """A None default becomes a typed placeholder, so the command line can set it."""
+  if default is not None:
+    return default
+  annotation = inspect.signature(factory).parameters[key].annotation
+  types = [t for t in typing.get_args(annotation) if t is not type(None)]
+  return ml_collections.config_dict.placeholder(types[0] if types else object)
 
 
 def method_hparams(config, name: str) -> dict:

@@ -5,8 +5,11 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from mu_jax import sharding
+from mu_jax.data import Split
+from mu_jax.errors import MuJaxError
 from mu_jax.influence import datamodels, trak
 from mu_jax.methods import create_method, run_method
+from mu_jax.methods.base import Context, ModelSpec
 from tests.test_methods import context, setting
 from tests.test_train import assert_trees_close
 
@@ -118,6 +121,7 @@ def trak_recipe():
 
 SMALL = dict(num_models=2, proj_dim=64, ensemble_epochs=2, ensemble_batch_size=32,
              ensemble_learning_rate=0.01)
+SMALL_TRAK = dict(SMALL, estimator='trak')
 
 
 class DmmTest(parameterized.TestCase):
@@ -137,7 +141,7 @@ class DmmTest(parameterized.TestCase):
     # An amplified attribution, so the targets lie well away from the model.
     x, targets = self._targets(ctx, multiplier=30.0)
     method = create_method('dmm', learning_rate=5e-3, epochs=5, batch_size=64,
-                           multiplier=30.0, **SMALL)
+                           multiplier=30.0, **SMALL_TRAK)
     out = run_method(method, setting()['variables'], ctx)
     apply_fn = setting()['model'].apply
     before = np.mean((np.asarray(apply_fn(setting()['variables'], x, False)[0]) - targets) ** 2)
@@ -154,6 +158,39 @@ class DmmTest(parameterized.TestCase):
     self.assertGreater(np.abs(np.asarray(targets) - np.asarray(
         setting()['model'].apply(setting()['variables'], x, False)[0])).max(), 1e-3)
 
+  def test_datamodel_estimator_recovers_a_linear_datamodel(self):
+    from mu_jax.methods import dmm
+    # A bias-only model after one full-batch SGD step from zero (Flax default):
+    # b_c = η·(|S ∩ class c|/|S| − 1/C), exactly linear in the mask with
+    # β_j,c = η·[y_j = c]/|S|, identified up to a shift along the all-ones
+    # direction (|S| is fixed), so ridge returns β_j,c − mean_j β_j,c.
+    def apply(variables, x, train):
+      del train
+      return jnp.broadcast_to(variables['params']['b'], (x.shape[0], 3)), {}
+
+    y = np.repeat(np.arange(3), 4).astype(np.int32)
+    x = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
+    ctx = Context(ModelSpec(apply, 3), Split(x[y == 0], y[y == 0]),
+                  Split(x[y > 0], y[y > 0]), sharding.make_mesh('data:1'))
+    lr, subset = 0.1, 6
+    removed = dmm.datamodel_removal(ctx, {'params': {'b': jnp.zeros(3)}}, x, num_models=64,
+                                    subset_fraction=0.5, regression='ridge', reg=1e-6,
+                                    recipe=dmm._recipe('sgd', lr, 12, 1))
+    beta = lr * (y[:, None] == np.arange(3)) / subset   # [n, C], D_f = the class-0 rows
+    expected = (beta - beta.mean(0))[y == 0].sum(0)     # logit 0 falls, the others rise
+    np.testing.assert_allclose(removed, np.broadcast_to(expected, (12, 3)), atol=1e-4)
+    # dmm fine-tunes toward b − Σ_{j∈D_f} β_j.
+    b = jnp.asarray([0.2, -0.1, -0.1])
+    method = create_method('dmm', learning_rate=5e-3, epochs=40, batch_size=16, num_models=64,
+                           datamodel_reg=1e-6, ensemble_optimizer='sgd',
+                           ensemble_learning_rate=lr, ensemble_batch_size=12, ensemble_epochs=1)
+    out = run_method(method, {'params': {'b': b}}, ctx)
+    np.testing.assert_allclose(out.variables['params']['b'], b - expected, atol=5e-3)
+
+  def test_unknown_estimator_is_refused(self):
+    with self.assertRaisesRegex(MuJaxError, "valid: datamodel, trak"):
+      create_method('dmm', estimator='influence')
+
   def test_oracle_matching_runs(self):
     method = create_method('oracle_matching', epochs=2, batch_size=64, num_models=2,
                            ensemble_epochs=2, ensemble_batch_size=32)
@@ -161,7 +198,7 @@ class DmmTest(parameterized.TestCase):
     self.assertLess(out.info['match_loss_last_epoch'], out.info['match_loss_first_epoch'])
 
   def test_eight_devices_match_one_and_jit_matches_eager(self):
-    method = create_method('dmm', learning_rate=5e-3, epochs=1, batch_size=64, **SMALL)
+    method = create_method('dmm', learning_rate=5e-3, epochs=1, batch_size=64, **SMALL_TRAK)
     one = run_method(method, setting()['variables'], context('data:1'))
     eight = run_method(method, setting()['variables'], context('data:8'))
     assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)

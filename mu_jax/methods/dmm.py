@@ -1,17 +1,28 @@
 """Datamodel Matching (Georgiev et al. 2024, arXiv:2410.23232) and its relatives.
 
-dmm: (a) TRAK attributes each logit of each point x to the training rows
-  (an ensemble trained on random subsets of D, `mu_jax.influence.trak`);
+dmm: (a) an estimator attributes each logit of each fine-tuning row x to the
+  training rows, from an ensemble trained on random α-subsets of D:
+  'datamodel' (default; reference `dm_direct`'s estimator="datamodel") fits
+  linear datamodels, a ridge regression of every logit on the subset masks
+  (`mu_jax.influence.datamodels`), in logit units; 'trak' uses TRAK
+  (`mu_jax.influence.trak`), the large-scale fallback;
   (b) the oracle's logits are predicted as f̂(x) = f(x) − Σ_{j∈D_f} β_j(x);
   (c) the model is fine-tuned by MSE on logits to f̂ over D_f plus a random
   retain subset of 3·|D_f| rows (reference code `dm_matching`).
 dm_direct: the prediction f̂ itself as the unlearned model, no fine-tuning
-  (reference code `dm_direct`); a diagnostic of the attribution.
+  (reference code `dm_direct`); a diagnostic of the attribution. It uses TRAK
+  only: it needs β at arbitrary test points, which datamodels fit only for
+  the points whose outputs were recorded.
 oracle_matching: the same fine-tuning toward the mean logits of real oracles,
   an ensemble trained on D_r (reference code `oracle_matching`): the upper bound.
 
-Σ_{j∈D_f} β_j(x) = 1/M Σ_m φ_m(x)ᵀ v_m with v_m = (Φ_mᵀΦ_m)⁺ Φ_{m,f}ᵀ Q_f, and
-φ_m(x)ᵀ v_m = ∇f(x; θ_m)ᵀ(P v_m): one JVP of member m along the tangent P v_m,
+Datamodels are linear in the mask, fit on subsets that each hold about α·|D_f|
+forget rows, so removing all of D_f extrapolates: where an output saturates
+(a whole class, whose logit barely moves until nearly all of it is gone) the
+predicted shift is far too small (digits, class:0: about −1 against the oracle's −25).
+
+For TRAK, Σ_{j∈D_f} β_j(x) = 1/M Σ_m φ_m(x)ᵀ v_m, v_m = (Φ_mᵀΦ_m)⁺ Φ_{m,f}ᵀ Q_f,
+and φ_m(x)ᵀ v_m = ∇f(x; θ_m)ᵀ(P v_m): one JVP of member m along the tangent P v_m,
 so targets (and dm_direct at any x) need no per-example gradients.
 
 The per-example targets cannot ride on `Context.batches` (its streams are
@@ -33,7 +44,7 @@ from mu_jax import ensembles, sharding
 from mu_jax.data import Split
 from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError
-from mu_jax.influence import trak
+from mu_jax.influence import datamodels, trak
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
 from mu_jax.methods.gradient import GradientState, gradient_method
 
@@ -43,6 +54,15 @@ BATCH_SIZE = 512         # reference: batch_size=512
 OPTIMIZER = 'adam'       # reference: optimizer="adam"
 RETAIN_MULTIPLIER = 3.0  # reference: retain_multiplier=3.0
 NUM_MODELS = 10          # reference `oracle_matching`: num_oracles=10
+ESTIMATORS = ('datamodel', 'trak')
+# Datamodels need far more models than TRAK. 256 members of 10 epochs are
+# chosen for cost (~45 s for digits' ~1,300 rows on a 2-core CPU), not
+# accuracy: Ilyas et al. (2022) fit CIFAR-10's 50k rows on ~300k models.
+DATAMODEL_NUM_MODELS = 256
+DATAMODEL_ENSEMBLE_EPOCHS = 10
+# Ridge penalty, small next to the centered masks' X̃ᵀX̃ diagonal M·α(1−α) = 64;
+# leave-one-out CV (sklearn RidgeCV) prefers ≥ 300 on digits, shrinking β more.
+DATAMODEL_REG = 1.0
 # Ensemble members are trained with configs/digits_mlp.py's recipe
 # (Adam, lr 1e-3, batch 64, 30 epochs); shrink it for larger data sets.
 ENSEMBLE_OPTIMIZER = 'adam'
@@ -161,6 +181,19 @@ def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
   return Attribution(members, trak.removal_tangents(state, rows, members, proj))
 
 
+def datamodel_removal(ctx: Context, variables: dict, x: np.ndarray, *, num_models: int,
+                      subset_fraction: float, regression: str, reg: float,
+                      recipe) -> np.ndarray:
+  """Σ_{j∈D_f} β_j(x) [N, C]: datamodels of every logit at x, fit on subsets of D."""
+  union = ctx.arrays('union')   # D_f first: columns :|D_f| of β are the forget rows
+  model = ensembles.flax_default_model(ctx.spec.apply_fn, jax.device_get(variables))
+  dm = datamodels.estimate(model, recipe, Split(union['x'], union['y']),
+                           Split(x, np.zeros(len(x), np.int32)), num_models=num_models,
+                           fraction=subset_fraction, output='logits', regression=regression,
+                           reg=reg, seed=ctx.seed, mesh=ctx.mesh)
+  return dm.beta[:, :, :len(ctx.forget.y)].sum(-1)
+
+
 def predicted_oracle_logits(apply_fn, variables, attribution: Attribution, x,
                             multiplier: float = 1.0) -> jax.Array:
   """f̂(x) = f(x) − multiplier · Σ_{j∈D_f} β_j(x), eval mode."""
@@ -182,25 +215,47 @@ def dmm(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
         batch_size: int = BATCH_SIZE, optimizer: str = OPTIMIZER,
         retain_multiplier: float = RETAIN_MULTIPLIER,
         multiplier: float = 1.0,          # reference `dm_matching`: dm_multiplier=1.0
-        num_models: int = NUM_MODELS,
-        subset_fraction: float = 0.5,     # datamodels/TRAK evaluations: α = 0.5 subsets
+        estimator: str = 'datamodel',     # reference `dm_direct`: estimator="datamodel"
+        num_models: int | None = None,
+        subset_fraction: float = 0.5,     # datamodels (Ilyas et al. 2022)/TRAK: α = 0.5
+        datamodel_regression: str = 'ridge',
+        datamodel_reg: float = DATAMODEL_REG,
         proj_dim: int = 2048,             # MadryLab/trak TRAKer: proj_dim=2048
         lam: float = 0.0,                 # MadryLab/trak finalize_features: (ΦᵀΦ)⁻¹, no ridge
         chunk_size: int = 64,
         ensemble_optimizer: str = ENSEMBLE_OPTIMIZER,
         ensemble_learning_rate: float = ENSEMBLE_LEARNING_RATE,
         ensemble_batch_size: int = ENSEMBLE_BATCH_SIZE,
-        ensemble_epochs: int = ENSEMBLE_EPOCHS) -> Method:
-  """Fine-tunes toward TRAK-predicted oracle logits on D_f and a retain subset."""
+        ensemble_epochs: int | None = None) -> Method:
+  """Fine-tunes toward predicted oracle logits (datamodels or TRAK) on D_f and a retain subset.
+
+  num_models, subset_fraction and the ensemble_* recipe apply to both
+  estimators (num_models and ensemble_epochs default per estimator);
+  datamodel_* to 'datamodel' only; proj_dim, lam and chunk_size to 'trak' only.
+  """
+  if estimator not in ESTIMATORS:
+    raise MuJaxError(f'Unknown dmm estimator {estimator!r}; valid: {", ".join(ESTIMATORS)}.')
+  datamodel = estimator == 'datamodel'
+  if num_models is None:
+    num_models = DATAMODEL_NUM_MODELS if datamodel else NUM_MODELS
+  if ensemble_epochs is None:
+    ensemble_epochs = DATAMODEL_ENSEMBLE_EPOCHS if datamodel else ENSEMBLE_EPOCHS
   kwargs = _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
                                ensemble_optimizer, ensemble_learning_rate,
                                ensemble_batch_size, ensemble_epochs)
 
   def make_targets(ctx, variables, x, y):
     del y
-    attribution = forget_attribution(ctx, variables, **kwargs)
-    return predicted_oracle_logits(ctx.spec.apply_fn, variables, attribution,
-                                   jnp.asarray(x), multiplier)
+    if not datamodel:
+      attribution = forget_attribution(ctx, variables, **kwargs)
+      return predicted_oracle_logits(ctx.spec.apply_fn, variables, attribution,
+                                     jnp.asarray(x), multiplier)
+    removed = datamodel_removal(ctx, variables, x, num_models=num_models,
+                                subset_fraction=subset_fraction,
+                                regression=datamodel_regression, reg=datamodel_reg,
+                                recipe=kwargs['recipe'])
+    logits, _ = ctx.spec.apply_fn(variables, jnp.asarray(x), False)
+    return logits - multiplier * removed
 
   return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer,

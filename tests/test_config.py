@@ -1,0 +1,51 @@
+"""Config files and config_lib: argument parsing, method defaults, locking."""
+from absl.testing import absltest
+
+from mu_jax import config_lib
+from mu_jax.errors import MuJaxError
+from mu_jax.methods import METHODS, method_defaults
+from tests import helpers
+
+
+class ConfigTest(absltest.TestCase):
+
+  def test_arguments_set_their_fields(self):
+    c = helpers.load_config('digits_mlp', 'method=rl,forget=random:0.1,seed=3,methods=ft+ga,'
+                            'gradient_restriction=0.005')
+    self.assertEqual((c.method, c.forget, c.seed, c.methods), ('rl', 'random:0.1', 3, 'ft,ga'))
+    self.assertEqual(c.train.gradient_restriction, 0.005)
+
+  def test_smoke_shrinks_and_arguments_still_win(self):
+    c = helpers.load_config('digits_mlp', 'smoke=True,epochs=5')
+    self.assertEqual(c.train.epochs, 5)
+    self.assertEqual(c.unlearn.ft.epochs, 1)
+    self.assertEqual(c.methods, 'ft,ga,rl')
+
+  def test_bad_arguments_are_refused(self):
+    with self.assertRaisesRegex(MuJaxError, "Unknown config argument 'epoch'"):
+      helpers.load_config('digits_mlp', 'epoch=3')
+    with self.assertRaisesRegex(MuJaxError, 'is not key=value'):
+      helpers.load_config('digits_mlp', 'smoke')
+    with self.assertRaisesRegex(MuJaxError, 'Expected a value of type int'):
+      helpers.load_config('digits_mlp', 'seed=zero')
+
+  def test_every_method_is_filled_with_its_defaults_and_overrides(self):
+    c = helpers.load_config('fashion_mnist_cnn', '')
+    for name in METHODS.names():
+      filled = config_lib.method_hparams(c, name)
+      self.assertEqual(set(filled), set(method_defaults(name)), name)
+    self.assertEqual(c.unlearn.ft.epochs, 1)                 # the config's override
+    self.assertEqual(c.unlearn.ga.learning_rate, 1e-4)        # the method's default
+
+  def test_locked_config_refuses_new_keys_and_typed_none_defaults_accept_values(self):
+    c = helpers.load_config('digits_mlp', '')
+    with self.assertRaises(AttributeError):
+      c.trian = 1
+    c.unlearn.dmm.num_models = 64            # a None default is an int placeholder
+    self.assertEqual(config_lib.method_hparams(c, 'dmm')['num_models'], 64)
+    with self.assertRaises(TypeError):
+      c.unlearn.dmm.num_models = 'many'
+
+
+if __name__ == '__main__':
+  absltest.main()
