@@ -12,7 +12,6 @@ writes it as JSON to <workdir>/results/<forget request>/ssd_cost.json. Run:
 
   python benchmarks/ssd_cost.py --workdir=runs/fashion_mnist_cnn --forget=random:0.1
 """
-import importlib.util
 import json
 import os
 import platform
@@ -24,7 +23,7 @@ from absl import app, flags
 
 from mu_jax import config_lib
 from mu_jax.evaluation import atomic_write
-from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.benchmark import request_context, unlearn
 from mu_jax.train import prepare_setting, train_model
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs',
@@ -39,24 +38,12 @@ _EPOCHS_FOR_ORACLE = flags.DEFINE_integer(
     'epochs_for_oracle', None, 'Epochs in the oracle estimate; default: the config\'s.')
 
 
-def _load_config(forget: str):
-  spec = importlib.util.spec_from_file_location('fashion_mnist_cnn', CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(f'forget={forget}')
-
-
 def _epoch_seconds(setting) -> float:
   """Wall time of one `train_model` epoch on D (its compile included the first time)."""
   recipe = setting.config.train.copy_and_resolve_references()
   recipe.epochs = 1
   return train_model(setting.model, recipe, setting.data.train, seed=setting.config.seed,
                      mesh=setting.mesh, name='epoch').train_seconds
-
-
-def _ssd(setting, ctx):
-  method = create_method('ssd', **config_lib.method_hparams(setting.config, 'ssd'))
-  return run_method(method, setting.original.variables, ctx, 'ssd')
 
 
 def _machine() -> str:
@@ -71,15 +58,12 @@ def _verdict(ratio: float, target: float) -> str:
 def main(argv):
   del argv
   began = time.perf_counter()
-  config = _load_config(_FORGET.value)
+  config = config_lib.load_config_file(CONFIG, f'forget={_FORGET.value}')
   setting = prepare_setting(config, _WORKDIR.value)
   cold_epoch, warm_epoch = _epoch_seconds(setting), _epoch_seconds(setting)
   with tempfile.TemporaryDirectory() as cache_dir:
-    ctx = Context(ModelSpec(setting.model.apply, setting.data.num_classes,
-                            setting.model.penultimate),
-                  setting.forget, setting.retain, setting.mesh, config.seed,
-                  cache_dir=cache_dir)
-    cold, cached = _ssd(setting, ctx), _ssd(setting, ctx)
+    ctx = request_context(setting, cache_dir)
+    cold, cached = unlearn(setting, 'ssd', ctx), unlearn(setting, 'ssd', ctx)
   epochs = _EPOCHS_FOR_ORACLE.value or config.train.epochs
   oracle, estimate = setting.oracle.train_seconds, warm_epoch * epochs
   rows = [

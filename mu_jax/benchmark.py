@@ -23,14 +23,18 @@ def method_names(config) -> list[str]:
   return [m.strip() for m in config.methods.split(',') if m.strip()]
 
 
-def unlearn(setting: Setting, name: str):
+def request_context(setting: Setting, cache_dir: str | None = None) -> Context:
+  """The unlearning request of a setting; statistics cached beside the original by default."""
+  return Context(ModelSpec(setting.model.apply, setting.data.num_classes,
+                           setting.model.penultimate),
+                 setting.forget, setting.retain, setting.mesh, setting.config.seed,
+                 cache_dir=cache_dir or os.path.join(setting.original.directory, 'statistics'))
+
+
+def unlearn(setting: Setting, name: str, ctx: Context | None = None):
   """Runs method `name` (with the config's overrides) on the original model."""
   method = create_method(name, **config_lib.method_hparams(setting.config, name))
-  ctx = Context(ModelSpec(setting.model.apply, setting.data.num_classes,
-                          setting.model.penultimate),
-                setting.forget, setting.retain, setting.mesh, setting.config.seed,
-                cache_dir=os.path.join(setting.original.directory, 'statistics'))
-  return run_method(method, setting.original.variables, ctx, name)
+  return run_method(method, setting.original.variables, ctx or request_context(setting), name)
 
 
 def _row(name: str, metrics: dict, oracle: dict, seconds: float, speed_up: float) -> dict:

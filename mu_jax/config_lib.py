@@ -4,7 +4,9 @@ Each config file's `get_config(arg)` starts from `base_config()`, sets its
 data set, model and recipe, then calls `finish(config, arg)`, which applies
 the `key=value,...` argument, shrinks everything when smoke=True, and locks.
 """
+import importlib.util
 import inspect
+import os
 import typing
 
 import ml_collections
@@ -69,6 +71,17 @@ def _convert(old, value: str):
     except ValueError as e:
       raise MuJaxError(f'Expected a value of type {type(old).__name__}, got {value!r}.') from e
   return value
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the configs/*.py file at `path` (notebooks, scripts, tests)."""
+  if not os.path.isfile(path):
+    raise MuJaxError(f'Config file {path} does not exist; pass one of configs/*.py.')
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def _set(config, key: str, value: str) -> None:

@@ -1,9 +1,9 @@
 """Tiny data and configs shared by the tests."""
-import importlib.util
 import os
 
 import numpy as np
 
+from mu_jax import config_lib
 from mu_jax.data import Split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -11,10 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(name: str, arg: str = 'smoke=True'):
   """configs/<name>.py:get_config(arg)."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_config_file(os.path.join(ROOT, 'configs', f'{name}.py'), arg)
 
 
 def blobs(n: int = 96, num_classes: int = 3, dim: int = 6, seed: int = 0) -> Split:
