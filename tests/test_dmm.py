@@ -1,4 +1,6 @@
 """TRAK and datamodel attributions, and Datamodel Matching (dmm, dm_direct, oracle_matching)."""
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,29 @@ class TrakTest(parameterized.TestCase):
     g /= np.linalg.norm(g, axis=1, keepdims=True)
     p = np.asarray(trak.project(jnp.asarray(g), trak.Projection(dim=4096, kind=kind)))
     np.testing.assert_allclose(p @ p.T, g @ g.T, atol=0.08)
+
+  @parameterized.parameters('rademacher', 'normal')
+  def test_materialised_projection_equals_regenerated(self, kind):
+    proj = trak.Projection(dim=24, kind=kind, seed=3, block=7)
+    g = jnp.asarray(np.random.default_rng(1).normal(size=(5, 30)), jnp.float32)
+    matrix = trak.projection_matrix(proj, 30)
+    self.assertEqual(matrix.shape, (30, 24))
+    np.testing.assert_allclose(trak.project(g, proj, matrix), trak.project(g, proj),
+                               rtol=1e-5, atol=1e-5)
+    v = jnp.asarray(np.random.default_rng(2).normal(size=(2, 24)), jnp.float32)
+    np.testing.assert_allclose(trak.lift(v, proj, 30), v @ matrix.T / np.sqrt(24),
+                               rtol=1e-5, atol=1e-5)
+
+  def test_features_without_room_for_the_matrix_are_unchanged(self):
+    s = setting()
+    stacked = jax.tree.map(lambda leaf: leaf[None], s['variables'])
+    x, y = s['forget'].x[:12], s['forget'].y[:12]
+    run = lambda: trak.features(s['model'].apply, stacked, x, y,
+                                proj=trak.Projection(dim=16, block=100), chunk_size=8)
+    materialised = run()
+    with mock.patch.object(trak, 'MATRIX_BUDGET_BYTES', 0):
+      regenerated = run()
+    assert_trees_close(materialised, regenerated, rtol=1e-4, atol=1e-6)
 
   def test_margin_is_log_odds(self):
     logits = jnp.asarray([1.0, 2.0, -0.5])

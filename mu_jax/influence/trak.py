@@ -12,9 +12,12 @@ Target outputs may be vectors (e.g. every logit), giving τ of shape [T, O, n].
 
 Gradients are taken with `vmap(jacrev)` in chunks of `chunk_size` rows (the
 memory bound is chunk_size × outputs × parameters floats), each chunk jitted
-and split over the mesh's 'data' axis. The projection P is never stored: it
-is regenerated block by block from its seed, so parameter count × k need not
-fit in memory. `dim=0` skips the projection (exact gradient features).
+and split over the mesh's 'data' axis. The projection P is a function of its
+seed, generated block by block: when parameters × k floats fit in
+`MATRIX_BUDGET_BYTES` it is generated once per `features` call and reused by
+every chunk; otherwise each chunk regenerates it block by block, so P need
+not fit in memory. Both give the same P. `dim=0` skips the projection (exact
+gradient features).
 """
 import functools
 from typing import Callable, NamedTuple
@@ -30,6 +33,7 @@ from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 
 PROJECTIONS = ('rademacher', 'normal')
+MATRIX_BUDGET_BYTES = 2 << 30   # materialise P when it fits in 2 GiB
 
 
 class Projection(NamedTuple):
@@ -60,25 +64,48 @@ def logits_output(logits, label):
   return logits
 
 
-def project(grads: jax.Array, proj: Projection) -> jax.Array:
-  """[..., P] -> [..., k]: grads @ R / sqrt(k), R regenerated from proj.seed blockwise."""
-  if proj.dim == 0:
-    return grads
+def _block(proj: Projection, b) -> jax.Array:
+  """Rows [b·block, (b+1)·block) of P, [block, k], regenerated from the seed."""
+  k = jax.random.fold_in(jax.random.PRNGKey(proj.seed), b)
+  shape = (proj.block, proj.dim)
+  if proj.kind == 'rademacher':
+    return jax.random.rademacher(k, shape, jnp.float32)
+  return jax.random.normal(k, shape, jnp.float32)
+
+
+def _check(proj: Projection) -> None:
   if proj.kind not in PROJECTIONS:
     raise MuJaxError(f'Unknown projection {proj.kind!r}; valid: {", ".join(PROJECTIONS)}.')
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def projection_matrix(proj: Projection, num_params: int) -> jax.Array:
+  """P [num_params, k], the same blocks `project` regenerates, unscaled."""
+  _check(proj)
+  nb = -(-num_params // proj.block)
+  blocks = jax.lax.map(lambda b: _block(proj, b), jnp.arange(nb))
+  return blocks.reshape(nb * proj.block, proj.dim)[:num_params]
+
+
+def fits_in_memory(proj: Projection, num_params: int) -> bool:
+  return proj.dim > 0 and num_params * proj.dim * 4 <= MATRIX_BUDGET_BYTES
+
+
+def project(grads: jax.Array, proj: Projection, matrix: jax.Array | None = None) -> jax.Array:
+  """[..., P] -> [..., k]: grads @ P / sqrt(k); P is `matrix` if given, else regenerated."""
+  if proj.dim == 0:
+    return grads
+  _check(proj)
   lead, p = grads.shape[:-1], grads.shape[-1]
+  if matrix is not None:
+    return (grads.reshape(-1, p) @ matrix / jnp.sqrt(proj.dim)).reshape(*lead, proj.dim)
   nb = -(-p // proj.block)
   flat = jnp.pad(grads.reshape(-1, p), ((0, 0), (0, nb * proj.block - p)))
   blocks = flat.reshape(flat.shape[0], nb, proj.block).transpose(1, 0, 2)
-  key = jax.random.PRNGKey(proj.seed)
 
   def body(acc, xs):
     b, g = xs
-    k = jax.random.fold_in(key, b)
-    shape = (proj.block, proj.dim)
-    r = (jax.random.rademacher(k, shape, jnp.float32) if proj.kind == 'rademacher'
-         else jax.random.normal(k, shape, jnp.float32))
-    return acc + g @ r, None
+    return acc + g @ _block(proj, b), None
 
   out, _ = jax.lax.scan(body, jnp.zeros((flat.shape[0], proj.dim), jnp.float32),
                         (jnp.arange(nb), blocks))
@@ -86,7 +113,7 @@ def project(grads: jax.Array, proj: Projection) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'output_fn', 'q_fn', 'proj'))
-def _chunk_features(variables, batch, *, apply_fn, output_fn, q_fn, proj):
+def _chunk_features(variables, batch, matrix, *, apply_fn, output_fn, q_fn, proj):
   """φ [B, O, k] and Q [B] of one padded chunk; padding rows are zero."""
   params, model_state = split_variables(variables)
   flat, unravel = ravel_pytree(params)
@@ -100,7 +127,7 @@ def _chunk_features(variables, batch, *, apply_fn, output_fn, q_fn, proj):
 
   jac, q = jax.vmap(one)(batch['x'], batch['y'])
   w = batch['w']
-  return project(jac, proj) * w[:, None, None], q * w
+  return project(jac, proj, matrix) * w[:, None, None], q * w
 
 
 def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
@@ -116,10 +143,14 @@ def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
   mesh = mesh or sharding.make_mesh('data:1')
   n = len(x)
   num_models = jax.tree.leaves(stacked)[0].shape[0]
+  num_params = sum(leaf[0].size for leaf in jax.tree.leaves(split_variables(stacked)[0]))
+  matrix = (sharding.replicate(projection_matrix(proj, num_params), mesh)
+            if fits_in_memory(proj, num_params) else None)
   phis, qs = [], []
   for m in range(num_models):
     variables = sharding.replicate(jax.tree.map(lambda leaf: leaf[m], stacked), mesh)
-    parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), apply_fn=apply_fn,
+    parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), matrix,
+                             apply_fn=apply_fn,
                              output_fn=output_fn, q_fn=q_fn, proj=proj)
              for batch in epoch_batches({'x': x, 'y': y}, chunk_size, shuffle=False)]
     phis.append(jnp.concatenate([p for p, _ in parts])[:n])
@@ -178,20 +209,12 @@ def summed_scores(target_phi: jax.Array, direction: jax.Array) -> jax.Array:
 
 
 def lift(direction: jax.Array, proj: Projection, num_params: int) -> jax.Array:
-  """R v / sqrt(k) [M, P]: so φ(x)ᵀ v = ∇f(x)ᵀ lift(v), a directional derivative."""
+  """P v / sqrt(k) [M, P]: so φ(x)ᵀ v = ∇f(x)ᵀ lift(v), a directional derivative."""
   if proj.dim == 0:
     return direction
+  _check(proj)
   nb = -(-num_params // proj.block)
-  key = jax.random.PRNGKey(proj.seed)
-
-  def block(b):
-    k = jax.random.fold_in(key, b)
-    shape = (proj.block, proj.dim)
-    r = (jax.random.rademacher(k, shape, jnp.float32) if proj.kind == 'rademacher'
-         else jax.random.normal(k, shape, jnp.float32))
-    return direction @ r.T                                   # [M, block]
-
-  out = jax.lax.map(block, jnp.arange(nb))                   # [nb, M, block]
+  out = jax.lax.map(lambda b: direction @ _block(proj, b).T, jnp.arange(nb))   # [nb, M, block]
   out = out.transpose(1, 0, 2).reshape(direction.shape[0], -1)[:, :num_params]
   return out / jnp.sqrt(proj.dim)
 
