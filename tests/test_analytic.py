@@ -146,6 +146,16 @@ class AcuTest(parameterized.TestCase):
     self.assertLess(relative_error(m.result(state)['acu']['head'],
                                    jitted.variables['acu']['head']), 1e-5)
 
+  def test_the_request_is_a_float64_update(self):
+    m, ctx = method(), context()
+    self.assertTrue(m.x64)
+    state = m.prepare(ctx, setting()['variables'])
+    with jax.enable_x64(True):
+      after, _ = jax.jit(m.update, static_argnums=0)(ctx.spec, state, None)
+    self.assertEqual(after['ridge'].R.dtype, np.float64)
+    # The downdate happens in update: prepare's head still holds D_f.
+    self.assertGreater(relative_error(state['ridge'].W, after['ridge'].W), 1e-3)
+
   def test_eight_devices_match_one(self):
     one = run_method(method(), setting()['variables'], context('data:1'))
     eight = run_method(method(), setting()['variables'], context('data:8'))

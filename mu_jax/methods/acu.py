@@ -14,10 +14,10 @@ gives exactly the head a from-scratch ridge fit on the retained rows would give
 depend only on the model, D and the hyper-parameters, so they are cached under
 ctx.cache_dir and a request pays only for its downdate.
 
-The learning and the downdate run in prepare, in float64 (scoped x64): the
-driver jits `update` in JAX's default 32-bit mode, which would cast a float64
-state to float32. `update` is therefore the identity and `result` returns the
-float32 evaluation variables.
+`prepare` learns (or loads) the float64 head on D and computes the forget
+rows' buffer features; `update` is the request itself, the pure Woodbury
+downdate, which the driver jits with 64-bit types enabled (`Method.x64`);
+`result` returns float32 evaluation variables.
 """
 import functools
 import hashlib
@@ -170,22 +170,24 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
         state = learn_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
       if path:
         _save(path, state)
-    for f, y, w in _stream(ctx, 'forget', batch_size, features_fn):
-      state = forget_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
-    head = np.asarray(state.W, np.float32)
-    return {'variables': variables,
-            'acu': {'buffer': buffer, 'head': jnp.asarray(head)},
-            'cache_hit': jnp.float32(cache_hit)}
+    f, y, w = (np.concatenate(parts) for parts in
+               zip(*_stream(ctx, 'forget', batch_size, features_fn)))
+    real = w > 0
+    forget_x, forget_y = _rows(state, f[real], y[real], buffer, None)
+    return {'variables': variables, 'buffer': buffer, 'ridge': state,
+            'forget_x': forget_x, 'forget_y': forget_y, 'cache_hit': jnp.float32(cache_hit)}
 
   def update(spec, state, batch):
-    del spec, batch   # all work is float64 and happened in prepare (see module docstring)
-    return state, {}
+    del spec, batch   # one request: the forget rows live in the state
+    downdated = ridge.forget(state['ridge'], state['forget_x'], state['forget_y'], chunk_size)
+    return {**state, 'ridge': downdated}, {}
 
   def result(state):
-    return {**state['variables'], 'acu': state['acu']}
+    head = state['ridge'].W.astype(jnp.float32)
+    return {**state['variables'], 'acu': {'buffer': state['buffer'], 'head': head}}
 
   def report(state):
     return {'cache_hit': state['cache_hit']}
 
   return Method(prepare, update, result, Stream('none', 1, batch_size),
-                make_apply=make_apply, report=report)
+                make_apply=make_apply, report=report, x64=True)

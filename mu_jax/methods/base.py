@@ -8,6 +8,7 @@ plus the batch `stream` its update consumes. One-shot methods (SSD, ACU) use
 the stream 'none' and get exactly one `update(spec, state, None)`; iterative
 ones get one update per batch of the forget, retain or union stream.
 """
+import contextlib
 import time
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -81,6 +82,9 @@ class Method(NamedTuple):
   # Numbers worth reporting beside the metrics (e.g. SSD's selected count):
   # report(state) -> {name: float}, called once after the last update.
   report: Callable[[Any], dict] | None = None
+  # True: `update` and `result` run with 64-bit types enabled (jax.enable_x64),
+  # for float64 state such as ACU's ridge head, which 32-bit jit would truncate.
+  x64: bool = False
 
 
 class Unlearned(NamedTuple):
@@ -106,17 +110,18 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   state = method.prepare(ctx, sharding.replicate(variables, ctx.mesh))
   update = jax.jit(method.update, static_argnums=0)
   steps = 0
-  if method.stream.source == 'none':
-    state, _ = update(ctx.spec, state, None)
-    steps = 1
-  for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
-    losses = []
-    for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
-      state, stats = update(ctx.spec, state, batch)
-      losses.append(stats['loss'])
-      steps += 1
-    _check_finite(losses, f'The {name} loss in epoch {epoch + 1}')
-  out = method.result(state)
+  with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
+    if method.stream.source == 'none':
+      state, _ = update(ctx.spec, state, None)
+      steps = 1
+    for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
+      losses = []
+      for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
+        state, stats = update(ctx.spec, state, batch)
+        losses.append(stats['loss'])
+        steps += 1
+      _check_finite(losses, f'The {name} loss in epoch {epoch + 1}')
+    out = method.result(state)
   _check_finite(out, f'The parameters produced by {name}')
   jax.block_until_ready(out)
   seconds = time.perf_counter() - began
