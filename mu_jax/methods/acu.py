@@ -20,17 +20,15 @@ downdate, which the driver jits with 64-bit types enabled (`Method.x64`);
 `result` returns float32 evaluation variables.
 """
 import functools
-import hashlib
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import sharding
 from mu_jax.analytic import ridge
 from mu_jax.errors import MuJaxError
+from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
 
 BUFFER_SIZE = 2048   # ACIL official config.py: --buffer-size 8192; 2048 keeps R at 32 MB
@@ -106,40 +104,6 @@ def _stream(ctx: Context, source: str, batch_size: int, features_fn):
     yield jax.device_get((features_fn(batch['x']), batch['y'], batch['w']))
 
 
-def _fingerprint(ctx: Context, variables, buffer_size: int, gamma: float) -> str:
-  """A cache key for (R, W) on D: the model, D (in any row order) and the hyper-parameters."""
-  digest = hashlib.sha1(repr((buffer_size, float(gamma), ctx.seed,
-                              ctx.spec.num_classes)).encode())
-  for leaf in jax.tree.leaves(sharding.to_host(variables)):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  union = ctx.arrays('union')
-  x = union['x'].reshape(len(union['y']), -1).astype(np.float64)
-  probe = np.random.default_rng(0).normal(size=x.shape[1])
-  rows = np.stack([x @ probe, x.sum(1), union['y'].astype(np.float64)], 1)
-  digest.update(np.ascontiguousarray(rows[np.lexsort(rows.T[::-1])]).tobytes())
-  return digest.hexdigest()[:16]
-
-
-def _load(path: str) -> ridge.RidgeState | None:
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as saved, jax.enable_x64(True):
-    return ridge.RidgeState(jnp.asarray(saved['R']), jnp.asarray(saved['W']))
-
-
-def _save(path: str, state: ridge.RidgeState) -> None:
-  """Writes atomically: a temporary file beside `path`, then os.replace."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, R=np.asarray(state.R), W=np.asarray(state.W))
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def acu(*, buffer_size: int = BUFFER_SIZE,
         gamma: float = ridge.GAMMA,             # ACIL official config.py: --gamma 0.1
         batch_size: int = BATCH_SIZE,
@@ -160,16 +124,20 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     buffer = buffer_weights(ctx.seed, probe.shape[1], buffer_size)
     path = None
     if ctx.cache_dir:
-      key = _fingerprint(ctx, variables, buffer_size, gamma)
+      key = cache.fingerprint(ctx, 'acu', buffer_size, float(gamma), ctx.seed,
+                              ctx.spec.num_classes, variables=variables)
       path = os.path.join(ctx.cache_dir, f'acu_{key}.npz')
-    state = _load(path) if path else None
-    cache_hit = state is not None
-    if state is None:
+    saved = cache.load(path) if path else None
+    cache_hit = saved is not None
+    if cache_hit:
+      with jax.enable_x64(True):
+        state = ridge.RidgeState(jnp.asarray(saved['R']), jnp.asarray(saved['W']))
+    else:
       state = ridge.init(buffer_size, ctx.spec.num_classes, gamma)
       for f, y, w in _stream(ctx, 'union', batch_size, features_fn):
         state = learn_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
       if path:
-        _save(path, state)
+        cache.save(path, state._asdict())
     f, y, w = (np.concatenate(parts) for parts in
                zip(*_stream(ctx, 'forget', batch_size, features_fn)))
     real = w > 0

@@ -8,13 +8,13 @@ BatchNorm statistics (only params are touched). A one-shot method: `prepare`
 runs the two importance passes, the single jitted `update` dampens.
 
 With `ctx.cache_dir` set, I_D (which depends on the model and D only) is
-cached there, keyed by estimator, batch size, seed and |D|, so a later forget
+cached there (`mu_jax.methods.cache`), keyed by estimator, batch size, seed
+and the content of D, so a later forget
 request pays only for the D_f pass. `select_alpha` picks α on a held-out part
 of D_f. Official code: github.com/if-loops/selective-synaptic-dampening.
 """
 import os
 import re
-import tempfile
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -25,6 +25,7 @@ from mu_jax import sharding
 from mu_jax.data import Split
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
+from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
 from mu_jax.models import merge_variables, split_variables
 
@@ -71,49 +72,20 @@ def dampen(params, importance_d, importance_f, eligible, *, alpha: float, dampen
 
 
 def _cache_path(ctx: Context, estimator: str, batch_size: int) -> str:
-  size = len(ctx.forget.y) + len(ctx.retain.y)
-  return os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-bs{batch_size}'
-                                     f'-seed{ctx.seed}-n{size}.npz')
-
-
-def _save(path: str, tree) -> None:
-  """Writes a pytree's leaves to `path` atomically (temp file, then os.replace)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  leaves = jax.tree_util.tree_flatten_with_path(sharding.to_host(tree))[0]
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **{param_path(p): v for p, v in leaves})
-    os.replace(tmp, path)
-  except BaseException:
-    os.remove(tmp)
-    raise
-
-
-def _load(path: str, like, mesh):
-  """The pytree saved at `path` shaped like `like`, or None if absent or stale."""
-  if not os.path.exists(path):
-    return None
-  paths, treedef = jax.tree_util.tree_flatten_with_path(like)
-  with np.load(path) as npz:
-    stored = dict(npz)
-  names = [param_path(p) for p, _ in paths]
-  if sorted(names) != sorted(stored) or any(
-      stored[n].shape != leaf.shape for n, (_, leaf) in zip(names, paths)):
-    return None
-  return sharding.replicate(jax.tree.unflatten(treedef, [stored[n] for n in names]), mesh)
+  key = cache.fingerprint(ctx, 'ssd_importance_d', estimator, batch_size, ctx.seed)
+  return os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-{key}.npz')
 
 
 def importance_d(ctx: Context, variables: dict, estimator: str, batch_size: int):
   """I_D on 'union' = D, loaded from / saved to `ctx.cache_dir` when set."""
   path = _cache_path(ctx, estimator, batch_size) if ctx.cache_dir else None
   if path:
-    cached = _load(path, variables['params'], ctx.mesh)
-    if cached is not None:
-      return cached
+    cached = cache.load(path)
+    if cached is not None and cache.same_shapes(cached, variables['params']):
+      return sharding.replicate(cached, ctx.mesh)
   result = fisher.importance(estimator, ctx.spec, variables, ctx, 'union', batch_size)
   if path:
-    _save(path, result)
+    cache.save(path, result)
   return result
 
 

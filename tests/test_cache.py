@@ -1,0 +1,57 @@
+"""The statistics cache: round trips, canonical row order, request-independent keys."""
+import os
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+
+from mu_jax import sharding
+from mu_jax.data import Split
+from mu_jax.methods import cache
+from mu_jax.methods.base import Context, ModelSpec
+
+
+def _context(forget_rows, x, y):
+  keep = np.setdiff1d(np.arange(len(y)), forget_rows)
+  return Context(ModelSpec(None, 3), Split(x[forget_rows], y[forget_rows]),
+                 Split(x[keep], y[keep]), sharding.make_mesh('data:1'))
+
+
+class CacheTest(absltest.TestCase):
+
+  def test_round_trip_keeps_nesting_and_values(self):
+    tree = {'members': {'params': {'Dense_0': {'kernel': np.arange(6.0).reshape(2, 3)}}},
+            'q': np.float32([0.5, 0.25])}
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, 'sub', 'stats.npz')
+      cache.save(path, tree)
+      self.assertEqual(os.listdir(os.path.dirname(path)), ['stats.npz'])
+      loaded = cache.load(path)
+    np.testing.assert_array_equal(loaded['members']['params']['Dense_0']['kernel'],
+                                  tree['members']['params']['Dense_0']['kernel'])
+    self.assertTrue(cache.same_shapes(loaded, tree))
+    self.assertFalse(cache.same_shapes(loaded, {'q': tree['q']}))
+    self.assertIsNone(cache.load(os.path.join(d, 'absent.npz')))
+
+  def test_canonical_order_ignores_row_order(self):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 2, 2)), rng.integers(0, 3, 20)
+    perm = rng.permutation(20)
+    a, b = cache.canonical_order(x, y), cache.canonical_order(x[perm], y[perm])
+    np.testing.assert_array_equal(x[a], x[perm][b])
+
+  def test_fingerprint_is_per_data_not_per_request(self):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.integers(0, 3, 12)
+    first = cache.fingerprint(_context(np.array([0, 1, 2]), x, y), 'ssd', 64)
+    other_request = cache.fingerprint(_context(np.array([5, 9]), x, y), 'ssd', 64)
+    self.assertEqual(first, other_request)
+    self.assertNotEqual(first, cache.fingerprint(_context(np.array([5, 9]), x, y), 'ssd', 32))
+    x2 = x.copy()
+    x2[3, 0] += 1.0
+    self.assertNotEqual(first, cache.fingerprint(_context(np.array([0, 1, 2]), x2, y),
+                                                 'ssd', 64))
+
+
+if __name__ == '__main__':
+  absltest.main()
