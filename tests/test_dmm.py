@@ -1,4 +1,6 @@
 """TRAK and datamodel attributions, and Datamodel Matching (dmm, dm_direct, oracle_matching)."""
+import os
+import tempfile
 from unittest import mock
 
 import jax
@@ -212,6 +214,27 @@ class DmmTest(parameterized.TestCase):
     out = run_method(method, {'params': {'b': b}}, ctx)
     np.testing.assert_allclose(out.variables['params']['b'], b - expected, atol=5e-3)
 
+  def test_trak_attribution_is_cached_per_data_set(self):
+    from mu_jax.methods import dmm
+    s = setting()
+    kw = dict(num_models=2, subset_fraction=0.5, proj_dim=16, lam=0.0, chunk_size=64,
+              recipe=dmm._recipe('adam', 0.01, 32, 1))
+    other = Context(ModelSpec(s['model'].apply, 3), Split(s['retain'].x[:5], s['retain'].y[:5]),
+                    Split(np.concatenate([s['forget'].x, s['retain'].x[5:]]),
+                          np.concatenate([s['forget'].y, s['retain'].y[5:]])),
+                    sharding.make_mesh('data:1'))
+    with tempfile.TemporaryDirectory() as d:
+      cold = dmm.forget_attribution(context()._replace(cache_dir=d), s['variables'], **kw)
+      (name,) = os.listdir(d)
+      warm = dmm.forget_attribution(context()._replace(cache_dir=d), s['variables'], **kw)
+      # Another request on the same D loads the same ensemble.
+      moved = dmm.forget_attribution(other._replace(cache_dir=d), s['variables'], **kw)
+      self.assertEqual(os.listdir(d), [name])
+    assert_trees_close(cold, warm, rtol=0, atol=0)
+    assert_trees_close(cold.members, moved.members, rtol=0, atol=0)
+    uncached = dmm.forget_attribution(other, s['variables'], **kw)
+    assert_trees_close(moved.tangents, uncached.tangents, rtol=1e-5, atol=1e-7)
+
   def test_unknown_estimator_is_refused(self):
     with self.assertRaisesRegex(MuJaxError, "valid: datamodel, trak"):
       create_method('dmm', estimator='influence')
@@ -226,7 +249,8 @@ class DmmTest(parameterized.TestCase):
     method = create_method('dmm', learning_rate=5e-3, epochs=1, batch_size=64, **SMALL_TRAK)
     one = run_method(method, setting()['variables'], context('data:1'))
     eight = run_method(method, setting()['variables'], context('data:8'))
-    assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)
+    # Sharded reductions sum in another order: ~1e-5 on logits-scale weights.
+    assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=5e-5)
     ctx = context()
     state = method.prepare(ctx, setting()['variables'])
     with jax.disable_jit():

@@ -33,6 +33,7 @@ the state, and the one `update` runs every step as a `lax.scan` of
 shuffled every epoch (reference default `shuffle=False`), and the learning
 rate is constant (reference: ExponentialLR, γ=0.95 per epoch).
 """
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -45,6 +46,7 @@ from mu_jax.data import Split
 from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import datamodels, trak
+from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
 from mu_jax.methods.gradient import GradientState, gradient_method
 
@@ -169,16 +171,33 @@ class Attribution(NamedTuple):
 def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
                        subset_fraction: float, proj_dim: int, lam: float,
                        chunk_size: int, recipe) -> Attribution:
-  """TRAK on an ensemble trained on random subsets of D, summed over D_f."""
+  """TRAK on an ensemble trained on random subsets of D, summed over D_f.
+
+  The ensemble and its TRAK state depend on D, not on the request: D is taken
+  in canonical row order and both are cached under `ctx.cache_dir`.
+  """
   union = ctx.arrays('union')
-  data = Split(union['x'], union['y'])
-  masks = ensembles.subset_masks(len(data.y), num_models, subset_fraction, ctx.seed)
-  members = _ensemble(ctx, variables, data, masks, recipe)
+  order = cache.canonical_order(union['x'], union['y'])
+  data = Split(union['x'][order], union['y'][order])
+  forget_rows = np.flatnonzero(union['f'][order] > 0)
   proj = trak.Projection(dim=proj_dim, seed=ctx.seed)
-  state = trak.fit(ctx.spec.apply_fn, members, data.x, data.y, lam=lam, proj=proj,
-                   chunk_size=chunk_size, mesh=ctx.mesh)
-  rows = np.arange(len(ctx.forget.y))
-  return Attribution(members, trak.removal_tangents(state, rows, members, proj))
+  path = None
+  if ctx.cache_dir:
+    key = cache.fingerprint(ctx, 'trak', num_models, subset_fraction, proj, lam,
+                            ctx.seed, sorted(recipe.items()))
+    path = os.path.join(ctx.cache_dir, f'dmm_trak-{key}.npz')
+  saved = cache.load(path) if path else None
+  if saved is not None:
+    members = sharding.replicate(saved['members'], ctx.mesh)
+    state = trak.TrakState(**{k: jnp.asarray(v) for k, v in saved['trak'].items()})
+  else:
+    masks = ensembles.subset_masks(len(data.y), num_models, subset_fraction, ctx.seed)
+    members = _ensemble(ctx, variables, data, masks, recipe)
+    state = trak.fit(ctx.spec.apply_fn, members, data.x, data.y, lam=lam, proj=proj,
+                     chunk_size=chunk_size, mesh=ctx.mesh)
+    if path:
+      cache.save(path, {'members': members, 'trak': state._asdict()})
+  return Attribution(members, trak.removal_tangents(state, forget_rows, members, proj))
 
 
 def datamodel_removal(ctx: Context, variables: dict, x: np.ndarray, *, num_models: int,
