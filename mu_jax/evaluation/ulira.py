@@ -1,0 +1,72 @@
+"""U-LiRA: a per-example Gaussian likelihood-ratio attack, unlearned vs retrained.
+
+Hayes et al. 2024 ("Inexact Unlearning Needs More Careful Evaluations to
+Avoid a False Sense of Privacy", arXiv:2403.01218) adapt LiRA (Carlini et al.
+2022) to unlearning: for each forget example, Gaussians are fitted to its
+margin under shadow unlearned models and under shadow retrained models; a
+target model's margin is called "unlearned" when it is more likely under the
+first Gaussian. Over balanced targets from both sides the attack's accuracy
+is 50% when unlearning is indistinguishable from retraining.
+
+Here the N unlearned models and N oracles are split into `folds` folds (the
+same seeded permutation on both sides when they have equal sizes); each fold in turn is the targets and the rest
+are the shadows, so every model is attacked exactly once, by Gaussians it did
+not help fit. Means and standard deviations are the maximum-likelihood fits
+(scipy.stats.norm.fit), with LiRA's 1e-30 added to each standard deviation.
+A tie (equal likelihoods) is called "retrained".
+"""
+import numpy as np
+
+from mu_jax.errors import MuJaxError
+
+FOLDS = 2           # two halves: as many shadows as targets on each side
+STD_FLOOR = 1e-30   # LiRA official score.py: norm.logpdf(x, mean, std + 1e-30)
+
+
+def _log_density(x, mean, std):
+  std = std + STD_FLOOR
+  with np.errstate(over='ignore', divide='ignore'):
+    return -0.5 * np.square((x - mean) / std) - np.log(std)
+
+
+def _fit(shadows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  return shadows.mean(0), shadows.std(0)
+
+
+def _folds(num_models: int, folds: int, seed: int) -> list[np.ndarray]:
+  return np.array_split(np.random.default_rng(seed).permutation(num_models), folds)
+
+
+def ulira_scores(unlearned, oracle, *, folds: int = FOLDS,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Log-likelihood ratios log N_u(x) − log N_o(x) of every target margin.
+
+  Returns (scores of the unlearned targets [M_u, S], of the oracle targets
+  [M_o, S]); positive means "unlearned". For ROC curves and `ulira_accuracy`.
+  """
+  unlearned, oracle = np.asarray(unlearned, np.float64), np.asarray(oracle, np.float64)
+  if unlearned.ndim != 2 or oracle.ndim != 2 or unlearned.shape[1] != oracle.shape[1]:
+    raise MuJaxError(f'U-LiRA needs margins [models, examples] for the same examples on both '
+                     f'sides; got {unlearned.shape} and {oracle.shape}.')
+  if folds < 2 or min(len(unlearned), len(oracle)) < 2 * folds:
+    raise MuJaxError(f'U-LiRA with {folds} folds needs at least 2 models per fold and side '
+                     f'(and folds >= 2); got {len(unlearned)} and {len(oracle)} models.')
+  fold_u, fold_o = _folds(len(unlearned), folds, seed), _folds(len(oracle), folds, seed)
+  scores_u, scores_o = np.zeros_like(unlearned), np.zeros_like(oracle)
+  for targets_u, targets_o in zip(fold_u, fold_o):
+    mean_u, std_u = _fit(np.delete(unlearned, targets_u, axis=0))
+    mean_o, std_o = _fit(np.delete(oracle, targets_o, axis=0))
+    for values, targets, out in ((unlearned, targets_u, scores_u), (oracle, targets_o, scores_o)):
+      x = values[targets]
+      with np.errstate(invalid='ignore'):
+        ratio = _log_density(x, mean_u, std_u) - _log_density(x, mean_o, std_o)
+      out[targets] = np.nan_to_num(ratio, nan=0.0)   # -inf - -inf: no evidence either way
+  return scores_u, scores_o
+
+
+def ulira_accuracy(unlearned, oracle, *, folds: int = FOLDS, seed: int = 0) -> float:
+  """Balanced attack accuracy in percent over all targets and examples (50 is ideal)."""
+  scores_u, scores_o = ulira_scores(unlearned, oracle, folds=folds, seed=seed)
+  if scores_u.shape[1] == 0:
+    return float('nan')
+  return float(50.0 * (np.mean(scores_u > 0) + np.mean(scores_o <= 0)))
