@@ -4,8 +4,14 @@ import inspect
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import acu
 from mu_jax.methods import baselines
+from mu_jax.methods import boundary
+from mu_jax.methods import distill
 from mu_jax.methods import dmm
 from mu_jax.methods import iau
+from mu_jax.methods import npo
+from mu_jax.methods import salun
+from mu_jax.methods import smooth
+from mu_jax.methods import sparse
 from mu_jax.methods import ssd
 from mu_jax.methods.base import (
     Context, Method, ModelSpec, Stream, Unlearned, run_method)
@@ -21,6 +27,23 @@ METHODS.register('oracle_matching')(dmm.oracle_matching)
 METHODS.register('ssd')(ssd.ssd)
 METHODS.register('iau')(iau.iau)
 METHODS.register('acu')(acu.acu)
+METHODS.register('salun')(salun.salun)
+METHODS.register('l1_sparse')(sparse.l1_sparse)
+METHODS.register('npo')(npo.npo)
+METHODS.register('scrub')(distill.scrub)
+METHODS.register('bad_teacher')(distill.bad_teacher)
+METHODS.register('boundary_shrink')(boundary.boundary_shrink)
+METHODS.register('boundary_expand')(boundary.boundary_expand)
+METHODS.register('smooth_ft')(smooth.smooth(baselines.ft, 'ft'))
+METHODS.register('smooth_ga')(smooth.smooth(baselines.ga, 'ga'))
+METHODS.register('smooth_rl')(smooth.smooth(baselines.rl, 'rl'))
+METHODS.register('smooth_salun')(smooth.smooth(salun.salun, 'salun'))
+METHODS.register('smooth_l1_sparse')(smooth.smooth(sparse.l1_sparse, 'l1_sparse'))
+METHODS.register('smooth_npo')(smooth.smooth(npo.npo, 'npo'))
+METHODS.register('smooth_scrub')(smooth.smooth(distill.scrub, 'scrub'))
+METHODS.register('smooth_bad_teacher')(smooth.smooth(distill.bad_teacher, 'bad_teacher'))
+METHODS.register('smooth_boundary_shrink')(smooth.smooth(boundary.boundary_shrink, 'boundary_shrink'))
+METHODS.register('smooth_boundary_expand')(smooth.smooth(boundary.boundary_expand, 'boundary_expand'))
 
 
 def method_defaults(name: str) -> dict:
