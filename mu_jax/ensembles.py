@@ -1,4 +1,4 @@
-"""Many models trained at once: `jax.vmap` over seeds and data-subset masks.
+"""Many models trained, cached and unlearned at once: `jax.vmap` over members.
 
 Member m trains with the recipe of `mu_jax.train` (the same `init_state`,
 `make_train_step` and `optimizer_from_config`, vmapped) on its own subset of
@@ -9,18 +9,24 @@ so a member on the full data equals the model that `train_model` trains alone.
 A member on an α-subset takes as many steps as on all of the data, with about
 αB real rows per batch of B (a batch with none of its rows takes a zero
 gradient step, which momentum and weight decay still act on).
+
+Ensembles are cached as Orbax checkpoints (`train_or_load_ensemble`), and any
+unlearning method runs on every member of one (`run_method_ensemble`).
 """
-from typing import Sequence
+import contextlib
+import time
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mu_jax import sharding
+from mu_jax import checkpoint, sharding
 from mu_jax.data import Split
 from mu_jax.data.batching import epoch_batches, num_batches
-from mu_jax.errors import MuJaxError
+from mu_jax.errors import MuJaxError, NonFiniteError
+from mu_jax.methods.base import Context, Method, SOURCES
 from mu_jax.models import Model, merge_variables
 from mu_jax.train import init_state, make_train_step, optimizer_from_config
 
@@ -58,11 +64,14 @@ def _stacked_batches(arrays: dict, masks: np.ndarray, seeds: Sequence[int],
 
 
 def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
-                   mesh, masks: np.ndarray | None = None) -> dict:
+                   mesh, masks: np.ndarray | None = None, shard_members: bool = False) -> dict:
   """Trains len(seeds) models with `train_cfg`; member m on rows masks[m].
 
-  Returns the stacked variables (leading axis M). Batches are split over the
-  mesh's 'data' axis, the ensemble state replicated.
+  Returns the stacked variables (leading axis M). By default batches are split
+  over the mesh's 'data' axis and the ensemble state is replicated; with
+  `shard_members` the members themselves are split over that axis (each
+  device trains M / devices members on their own batches, with no
+  communication), which needs M divisible by the axis size.
   """
   n = len(data.y)
   masks = np.ones((len(seeds), n), bool) if masks is None else np.asarray(masks, bool)
@@ -71,12 +80,20 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
                      f'{(len(seeds), n)} (one row per seed, one column per example).')
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
-  sharding.check_batch_size(train_cfg.batch_size, mesh)
   tx = optimizer_from_config(train_cfg, num_batches(n, train_cfg.batch_size))
   init = jax.jit(jax.vmap(lambda s: init_state(model, tx, data.x, s)))
-  state = sharding.replicate(init(jnp.asarray(seeds, jnp.uint32)), mesh)
+  state = init(jnp.asarray(seeds, jnp.uint32))
+  if shard_members:
+    if len(seeds) % sharding.data_size(mesh):
+      raise MuJaxError(f'{len(seeds)} ensemble members do not divide over '
+                       f'{sharding.data_size(mesh)} devices; use a multiple of the data axis size.')
+    state = jax.device_put(state, NamedSharding(mesh, P(sharding.DATA_AXIS)))
+    batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS, None))
+  else:
+    sharding.check_batch_size(train_cfg.batch_size, mesh)
+    state = sharding.replicate(state, mesh)
+    batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
   step = jax.jit(jax.vmap(make_train_step(model.apply, tx)), donate_argnums=0)
-  batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
   for epoch in range(train_cfg.epochs):
     for batch in _stacked_batches({'x': data.x, 'y': data.y}, masks, seeds,
                                   train_cfg.batch_size, epoch):
@@ -113,3 +130,115 @@ def flax_default_model(apply_fn, template: dict, name: str = 'reinit') -> Model:
     raise MuJaxError(f'Model {name!r} re-initialized from variables has no features.')
 
   return Model(name, init, apply_fn, penultimate)
+
+
+def stack(trees: Sequence) -> dict:
+  """Stacks equally-shaped pytrees along a new leading member axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def num_members(stacked) -> int:
+  return jax.tree.leaves(stacked)[0].shape[0]
+
+
+def train_or_load_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
+                           mesh, directory: str, masks: np.ndarray | None = None,
+                           shard_members: bool = False) -> tuple[dict, float]:
+  """`train_ensemble`, cached as one Orbax checkpoint in `directory`.
+
+  Returns (stacked variables, training seconds). The caller names the
+  directory after everything that determines the ensemble (see
+  `checkpoint.config_key`); a finished checkpoint there is loaded instead of
+  training, and one of another shape is refused.
+  """
+  init = jax.vmap(lambda s: model.init(jax.random.PRNGKey(s), jnp.asarray(data.x[:1])))
+  like = sharding.replicate(init(jnp.asarray(seeds, jnp.uint32)), mesh)
+  store = checkpoint.CheckpointStore(directory)
+  try:
+    if store.latest_step() is not None:
+      stacked, meta = store.restore(store.latest_step(), like)
+      return stacked, meta['train_seconds']
+    began = time.perf_counter()
+    stacked = train_ensemble(model, train_cfg, data, seeds=seeds, mesh=mesh, masks=masks,
+                             shard_members=shard_members)
+    jax.block_until_ready(stacked)
+    seconds = time.perf_counter() - began
+    store.save(1, stacked, {'train_seconds': seconds, 'members': len(seeds)})
+    return stacked, seconds
+  finally:
+    store.close()
+
+
+class EnsembleUnlearned(NamedTuple):
+  variables: dict      # stacked unlearned variables, leading axis M
+  seconds: float       # wall time for all members: prepares and updates, compilation included
+  steps: int           # updates per member
+  apply_fn: Callable   # evaluates one member's variables
+  vmapped: bool        # True: one vmapped update per batch for all members at once
+  info: dict           # {name: [M] values} of method.report, or {}
+
+
+def _finite(tree) -> bool:
+  return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: Sequence[int],
+                        name: str = 'method') -> EnsembleUnlearned:
+  """Runs `method` on every member of `stacked`, member m with seed seeds[m].
+
+  Each member's `prepare` runs on its own (statistics passes are host loops
+  of compiled functions, compiled once and reused by every member), with
+  `ctx.seed` replaced by its seed and no statistics cache (each member is a
+  different model). Then:
+  - iterative methods (stream 'forget' / 'retain' / 'union': ft, ga, rl and
+    every method built on `methods.gradient`) stack the members' states and
+    take ONE vmapped, jitted update per batch for all members, every member
+    seeing the same batches (drawn with `ctx.seed`);
+  - one-shot methods (stream 'none': ssd, iau, acu, dmm) apply their single
+    jitted update member by member, since their cost is in `prepare`.
+  A non-finite loss or result in any member raises NonFiniteError.
+  """
+  if method.stream.source not in SOURCES:
+    raise MuJaxError(f'Unknown stream source {method.stream.source!r}; '
+                     f'valid: {", ".join(SOURCES)}.')
+  if len(seeds) != num_members(stacked):
+    raise MuJaxError(f'{len(seeds)} seeds for an ensemble of {num_members(stacked)} members; '
+                     'give one seed per member.')
+  began = time.perf_counter()
+  states = [method.prepare(ctx._replace(seed=int(s), cache_dir=None),
+                           sharding.replicate(member(stacked, m), ctx.mesh))
+            for m, s in enumerate(seeds)]
+  spec, iterative = ctx.spec, method.stream.source != 'none'
+  with jax.enable_x64(True) if getattr(method, 'x64', False) else contextlib.nullcontext():
+    if iterative:
+      state = stack(states)
+      update = jax.jit(jax.vmap(lambda st, batch: method.update(spec, st, batch),
+                                in_axes=(0, None)))
+      steps = 0
+      for epoch in range(method.stream.epochs):
+        losses = []
+        for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
+          state, stats = update(state, batch)
+          losses.append(stats['loss'])
+          steps += 1
+        if not _finite(losses):
+          raise NonFiniteError(f'The {name} loss in epoch {epoch + 1} became non-finite in '
+                               'some ensemble member; lower the learning rate.')
+      out = jax.vmap(method.result)(state)
+      final = [member(state, m) for m in range(len(seeds))] if method.report else []
+    else:
+      update = jax.jit(method.update, static_argnums=0)
+      final = [update(spec, st, None)[0] for st in states]
+      out = stack([method.result(st) for st in final])
+      steps = 1
+  if not _finite(out):
+    raise NonFiniteError(f'The parameters produced by {name} became non-finite in some '
+                         'ensemble member; lower the learning rate.')
+  jax.block_until_ready(out)
+  seconds = time.perf_counter() - began
+  apply_fn = method.make_apply(spec) if method.make_apply else spec.apply_fn
+  info = {}
+  if method.report:
+    reports = [method.report(st) for st in final]
+    info = {k: [float(r[k]) for r in reports] for k in reports[0]}
+  return EnsembleUnlearned(out, seconds, steps, apply_fn, iterative, info)
