@@ -16,12 +16,16 @@ WORKDIR = flags.DEFINE_string(
     'runs/<config file name>.')
 
 
-def workdir() -> str:
-  """--workdir, or runs/<config name> beside the current directory."""
-  if WORKDIR.value:
-    return WORKDIR.value
-  path = flags.FLAGS['config'].config_filename
+def default_workdir(config_argument: str) -> str:
+  """runs/<config name> for 'configs/<name>.py[:key=value,...]': one per config file,
+  so every forget request of a config shares its cached models."""
+  path = config_argument.split(':')[0]
   return os.path.join('runs', os.path.splitext(os.path.basename(path))[0])
+
+
+def workdir() -> str:
+  """--workdir, or `default_workdir` of --config."""
+  return WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
 
 
 def _fail(message: str) -> None:

@@ -1,4 +1,5 @@
 """Config files and config_lib: argument parsing, method defaults, locking."""
+import os
 from absl.testing import absltest
 
 from mu_jax import config_lib
@@ -8,6 +9,12 @@ from tests import helpers
 
 
 class ConfigTest(absltest.TestCase):
+
+  def test_default_workdir_ignores_config_arguments(self):
+    from mu_jax import cli
+    for arg in ('configs/fashion_mnist_cnn.py', 'configs/fashion_mnist_cnn.py:forget=random:0.1',
+                'fashion_mnist_cnn.py:method=rl,seed=3'):
+      self.assertEqual(cli.default_workdir(arg), os.path.join('runs', 'fashion_mnist_cnn'))
 
   def test_arguments_set_their_fields(self):
     c = helpers.load_config('digits_mlp', 'method=rl,forget=random:0.1,seed=3,methods=ft+ga,'
