@@ -1,0 +1,108 @@
+"""The relearning attack: how fast does fine-tuning on D_f bring the forget set back?
+
+Golatkar et al. 2020 ("Eternal Sunshine of the Spotless Net", relearn time)
+and later unlearning audits fine-tune an unlearned model on the forget set
+(or a small part of it) and count the steps until its forget accuracy returns
+to the original model's; a model that only hid D_f relearns it in far fewer
+steps than the oracle, which never saw it. Every member of an ensemble is
+fine-tuned at once (one vmapped step per batch, the same batches for all),
+member m until it reaches targets[m].
+
+The fine-tuning updates 'params' only (as training does): a method whose
+unlearned model keeps a head outside 'params' (ACU's analytic head) is
+relearned through its backbone alone.
+"""
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mu_jax import sharding
+from mu_jax.data import Split
+from mu_jax.data.batching import epoch_batches
+from mu_jax.errors import MuJaxError
+from mu_jax.models import merge_variables, split_variables
+from mu_jax.optim import make_optimizer
+from mu_jax.train import TrainState, make_train_step
+
+MAX_STEPS = 200   # a budget: ten epochs of digits' training set (~20 batches of 64 each)
+EVAL_BATCH = 512
+
+
+@jax.jit(static_argnums=0)
+def _correct(apply_fn, stacked, batch):
+  logits = jax.vmap(lambda v: apply_fn(v, batch['x'], False)[0])(stacked)
+  return jnp.sum(batch['w'] * (jnp.argmax(logits, -1) == batch['y']), -1)
+
+
+def _accuracy(apply_fn, stacked, probe_batches, n: int) -> np.ndarray:
+  return 100.0 * np.asarray(sum(_correct(apply_fn, stacked, b) for b in probe_batches)) / n
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay):
+  """Jitted (vmapped init, vmapped step) for one model and recipe, built once per process."""
+  tx = make_optimizer(optimizer, learning_rate, total_steps=1, momentum=momentum,
+                      weight_decay=weight_decay)
+
+  def init(variables):
+    params, model_state = split_variables(variables)
+    return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+
+  train_step = make_train_step(apply_fn, tx)
+  return (jax.jit(jax.vmap(init)),
+          jax.jit(jax.vmap(lambda st, batch: train_step(st, batch)[0], in_axes=(0, None))))
+
+
+def split_relearn(forget: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """(relearn set, probe set): all of D_f twice, or a seeded `fraction` and the rest."""
+  if fraction == 1.0:
+    return forget, forget
+  if not 0.0 < fraction < 1.0 or round(fraction * len(forget.y)) in (0, len(forget.y)):
+    raise MuJaxError(f'Relearn fraction {fraction} leaves no relearn or no probe rows among '
+                     f'{len(forget.y)} forget examples; use 1.0 or a fraction in between.')
+  order = np.random.default_rng(seed).permutation(len(forget.y))
+  cut = round(fraction * len(forget.y))
+  part = lambda idx: Split(forget.x[np.sort(idx)], forget.y[np.sort(idx)])
+  return part(order[:cut]), part(order[cut:])
+
+
+def relearn_steps(apply_fn: Callable, stacked: dict, relearn: Split, probe: Split,
+                  targets: np.ndarray, *, optimizer: str, learning_rate: float,
+                  batch_size: int, mesh, max_steps: int = MAX_STEPS, seed: int = 0,
+                  momentum: float = 0.9, weight_decay: float = 0.0) -> np.ndarray:
+  """Steps [M] until member m's accuracy on `probe` is ≥ targets[m] (percent).
+
+  0 if it already is; np.inf if not within `max_steps`. Batches of `relearn`
+  are drawn epoch after epoch, shuffled by `seed`; the optimizer state starts
+  fresh, with a constant learning rate.
+  """
+  if len(relearn.y) == 0 or len(probe.y) == 0:
+    raise MuJaxError('The relearning attack needs a non-empty forget set.')
+  sharding.check_batch_size(batch_size, mesh)
+  init, step = _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay)
+  state = init(sharding.replicate(stacked, mesh))
+  probe_batches = [sharding.shard_batch(b, mesh) for b in epoch_batches(
+      {'x': probe.x, 'y': probe.y}, min(EVAL_BATCH, -(-len(probe.y) // batch_size) * batch_size),
+      shuffle=False)]
+
+  def accuracy(st):
+    return _accuracy(apply_fn, merge_variables(st.params, st.model_state), probe_batches,
+                     len(probe.y))
+
+  targets = np.asarray(targets, np.float64)
+  steps = np.where(accuracy(state) >= targets, 0.0, np.inf)
+  taken, epoch = 0, 0
+  while taken < max_steps and np.isinf(steps).any():
+    for batch in epoch_batches({'x': relearn.x, 'y': relearn.y}, batch_size, seed=seed,
+                               epoch=epoch):
+      state = step(state, sharding.shard_batch(batch, mesh))
+      taken += 1
+      reached = np.isinf(steps) & (accuracy(state) >= targets)
+      steps[reached] = taken
+      if taken == max_steps or not np.isinf(steps).any():
+        break
+    epoch += 1
+  return steps
