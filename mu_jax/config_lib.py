@@ -93,8 +93,13 @@ def _set(config, key: str, value: str) -> None:
 
 
 def finish(config: ml_collections.ConfigDict, arg: str | None, *,
-           smoke=None) -> ml_collections.ConfigDict:
-  """Applies `smoke(config)` if smoke=True, then `arg`, and locks the config."""
+           smoke=None, per_request=None) -> ml_collections.ConfigDict:
+  """Applies `smoke(config)` if smoke=True, then `arg`, then `per_request(config)`
+  (defaults that depend on the request, e.g. on `config.forget`), and locks.
+
+  `per_request` sees the `forget` of `arg`; a later `--config.forget=` flag
+  does not re-run it, so pick requests with the `:forget=` argument.
+  """
   # 'methods' in an argument uses '+' or ';' between names (',' splits keys).
   values = parse_arg(arg)
   fill_method_defaults(config)
@@ -104,6 +109,8 @@ def finish(config: ml_collections.ConfigDict, arg: str | None, *,
     smoke(config)
   for key, value in values.items():
     _set(config, key, value.replace('+', ',').replace(';', ','))
+  if per_request is not None:
+    per_request(config)
   config.lock()
   return config
 

@@ -1,5 +1,6 @@
 """Config files and config_lib: argument parsing, method defaults, locking."""
 import os
+
 from absl.testing import absltest
 
 from mu_jax import config_lib
@@ -15,6 +16,12 @@ class ConfigTest(absltest.TestCase):
     for arg in ('configs/fashion_mnist_cnn.py', 'configs/fashion_mnist_cnn.py:forget=random:0.1',
                 'fashion_mnist_cnn.py:method=rl,seed=3'):
       self.assertEqual(cli.default_workdir(arg), os.path.join('runs', 'fashion_mnist_cnn'))
+
+  def test_ssd_alpha_follows_the_request(self):
+    self.assertEqual(helpers.load_config('digits_mlp', 'forget=class:3').unlearn.ssd
+                     .selection_weighting, 50.0)
+    self.assertEqual(helpers.load_config('digits_mlp', 'forget=random:0.1').unlearn.ssd
+                     .selection_weighting, 10.0)
 
   def test_arguments_set_their_fields(self):
     c = helpers.load_config('digits_mlp', 'method=rl,forget=random:0.1,seed=3,methods=ft+ga,'

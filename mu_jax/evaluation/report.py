@@ -5,6 +5,7 @@ import json
 import math
 import os
 import tempfile
+from typing import Sequence
 
 import numpy as np
 
@@ -43,12 +44,12 @@ def _cell(value) -> str:
   return str(value)
 
 
-def markdown_table(rows: list[dict]) -> str:
-  """The benchmark table: one row per method, columns TABLE_COLUMNS."""
-  lines = ['| ' + ' | '.join(TABLE_COLUMNS) + ' |',
-           '|' + '|'.join('---' for _ in TABLE_COLUMNS) + '|']
+def markdown_table(rows: list[dict], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+  """A Markdown table of `rows`; by default the benchmark's, one row per method."""
+  lines = ['| ' + ' | '.join(columns) + ' |',
+           '|' + '|'.join('---' for _ in columns) + '|']
   for row in rows:
-    cells = [_cell(row.get(c, float('nan'))) for c in TABLE_COLUMNS]
+    cells = [_cell(row.get(c, float('nan'))) for c in columns]
     if row.get('status'):   # e.g. 'diverged': no metrics to show
       cells[1:] = [row['status']] + ['—'] * (len(cells) - 2)
     lines.append('| ' + ' | '.join(cells) + ' |')

@@ -206,5 +206,5 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
       return AlphaSelection(float(alpha), trials)
   raise MuJaxError(
       f'No alpha in {tuple(alphas)} brought held-out forget accuracy to '
-      f'{target_forget_acc}% with retain accuracy within {retain_tolerance} points; '
+      f'{target_forget_acc:.2f}% with retain accuracy within {retain_tolerance} points; '
       'add smaller alphas, or raise target_forget_acc or retain_tolerance.')

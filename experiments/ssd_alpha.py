@@ -1,0 +1,52 @@
+"""Choose SSD's α for a setting: the largest α that forgets a held-out part of D_f.
+
+  python experiments/ssd_alpha.py --config=configs/fashion_mnist_cnn.py:forget=class:0
+
+Runs `mu_jax.methods.ssd.select_alpha` on the cached original model with the
+config's SSD hyper-parameters and prints every α tried. Without
+--target_forget_acc the target follows the request: for a whole class, 1% (an
+oracle misclassifies every row of a class it never saw: forget accuracy 0, plus
+one point of slack); otherwise the original's test accuracy (an oracle's
+accuracy on rows it never saw is about its test accuracy; the original's
+stands in, as the oracle is unknown when a request arrives).
+"""
+import json
+import os
+
+from absl import flags
+
+from mu_jax import cli, config_lib
+from mu_jax.benchmark import request_context
+from mu_jax.evaluation import atomic_write, markdown_table
+from mu_jax.methods import ssd
+from mu_jax.train import evaluate_on_setting, prepare_setting
+
+TARGET = flags.DEFINE_float('target_forget_acc', None,
+                            'Held-out forget accuracy (percent) to reach; default: see above.')
+TOLERANCE = flags.DEFINE_float('retain_tolerance', 1.0,
+                               'Largest allowed drop of retain accuracy, in points.')
+CLASS_TARGET = 1.0
+
+
+def main():
+  config = cli.CONFIG.value
+  hp = config_lib.method_hparams(config, 'ssd')
+  setting = prepare_setting(config, cli.workdir())
+  target = TARGET.value
+  if target is None:
+    target = (CLASS_TARGET if config.forget.startswith('class:')
+              else evaluate_on_setting(setting, setting.original.variables)['TA'])
+  chosen = ssd.select_alpha(
+      setting.original.variables, request_context(setting), target_forget_acc=target,
+      retain_tolerance=TOLERANCE.value, dampening_constant=hp['dampening_constant'],
+      estimator=hp['estimator'], layers=hp['layers'], batch_size=hp['batch_size'])
+  print(markdown_table(chosen.trials, ('alpha', 'selected', 'forget_acc', 'retain_acc')))
+  print(f'\nalpha = {chosen.alpha} (held-out forget accuracy <= {target:.2f}%, '
+        f'retain accuracy within {TOLERANCE.value} points)')
+  atomic_write(os.path.join(setting.results_dir, 'ssd_alpha.json'), json.dumps(
+      {'alpha': chosen.alpha, 'target_forget_acc': target,
+       'retain_tolerance': TOLERANCE.value, 'trials': chosen.trials}, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+  cli.run(main)
