@@ -17,6 +17,7 @@ from absl import flags
 
 from mu_jax import cli, config_lib
 from mu_jax.benchmark import request_context
+from mu_jax.errors import MuJaxError
 from mu_jax.evaluation import atomic_write, markdown_table
 from mu_jax.methods import ssd
 from mu_jax.train import evaluate_on_setting, prepare_setting
@@ -41,11 +42,15 @@ def main():
       retain_tolerance=TOLERANCE.value, dampening_constant=hp['dampening_constant'],
       estimator=hp['estimator'], layers=hp['layers'], batch_size=hp['batch_size'])
   print(markdown_table(chosen.trials, ('alpha', 'selected', 'forget_acc', 'retain_acc')))
-  print(f'\nalpha = {chosen.alpha} (held-out forget accuracy <= {target:.2f}%, '
-        f'retain accuracy within {TOLERANCE.value} points)')
   atomic_write(os.path.join(setting.results_dir, 'ssd_alpha.json'), json.dumps(
       {'alpha': chosen.alpha, 'target_forget_acc': target,
        'retain_tolerance': TOLERANCE.value, 'trials': chosen.trials}, indent=2) + '\n')
+  goal = (f'held-out forget accuracy <= {target:.2f}% with retain accuracy within '
+          f'{TOLERANCE.value} points')
+  if chosen.alpha is None:
+    raise MuJaxError(f'No alpha tried reached {goal}; see the table, and relax the target '
+                     'or the tolerance.')
+  print(f'\nalpha = {chosen.alpha} ({goal})')
 
 
 if __name__ == '__main__':

@@ -188,11 +188,12 @@ class SSDTest(parameterized.TestCase):
     self.assertEqual([t['selected'] for t in choice.trials],
                      sorted(t['selected'] for t in choice.trials))
 
-  def test_select_alpha_refuses_when_retain_accuracy_would_drop(self):
+  def test_select_alpha_finds_none_when_retain_accuracy_would_drop(self):
     variables = test_methods.setting()['variables']
-    with self.assertRaisesRegex(MuJaxError, 'add smaller alphas'):
-      ssd_lib.select_alpha(variables, mlp_context(), target_forget_acc=50.0,
-                           alphas=(5.0, 1.0), retain_tolerance=-1.0, batch_size=32)
+    choice = ssd_lib.select_alpha(variables, mlp_context(), target_forget_acc=50.0,
+                                  alphas=(5.0, 1.0), retain_tolerance=-1.0, batch_size=32)
+    self.assertIsNone(choice.alpha)
+    self.assertEqual([t['alpha'] for t in choice.trials], [5.0, 1.0])
 
 
 def numpy_mean_gradient(variables, split):

@@ -137,7 +137,7 @@ def ssd(*, selection_weighting: float = SELECTION_WEIGHTING,
 
 
 class AlphaSelection(NamedTuple):
-  alpha: float
+  alpha: float | None  # None: no α in the list met both conditions
   trials: list[dict]   # per α tried, largest first: alpha, selected, forget_acc, retain_acc
 
 
@@ -174,7 +174,8 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   (a) eval-mode accuracy on the held-out part is ≤ `target_forget_acc`
   (percent) and (b) accuracy on all of D_r is ≥ the original model's D_r
   accuracy − `retain_tolerance` (percentage points). The first accepted α is
-  returned with the trials up to it; a MuJaxError is raised if none is.
+  returned with the trials up to it; if none is, alpha is None and every α's
+  trial is returned.
   The held-out rows were never seen by the selection, so (a) measures whether
   the dampening generalises over D_f rather than fitting the rows it saw.
   """
@@ -204,7 +205,4 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
                    'retain_acc': _accuracy(ctx, candidate, 'retain', batch_size)})
     if trials[-1]['forget_acc'] <= target_forget_acc and trials[-1]['retain_acc'] >= floor:
       return AlphaSelection(float(alpha), trials)
-  raise MuJaxError(
-      f'No alpha in {tuple(alphas)} brought held-out forget accuracy to '
-      f'{target_forget_acc:.2f}% with retain accuracy within {retain_tolerance} points; '
-      'add smaller alphas, or raise target_forget_acc or retain_tolerance.')
+  return AlphaSelection(None, trials)
