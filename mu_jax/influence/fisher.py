@@ -1,9 +1,8 @@
-"""Diagonal parameter-importance estimators, as jitted reductions over batches.
+"""Diagonal parameter-importance estimators, as sharded, jitted reductions over batches.
 
 `importance(kind, spec, variables, ctx, source, batch_size)` returns a
 params-shaped pytree, accumulated on device over `ctx.batches(source, ...)`
-(sharded over the mesh; one host sync at the end). The model runs in eval
-mode. Estimators, by name:
+(one host sync at the end). The model runs in eval mode. Estimators, by name:
 
   batch        mean over batches of (∇ mean-batch CE)², as the official SSD
                code's `calc_importance` (Foster et al. 2024,
@@ -15,56 +14,89 @@ mode. Estimators, by name:
                by `ctx.seed`.
   per_example  the empirical Fisher: mean over examples of the squared
                per-example CE gradient (vmap of grad); independent of order.
-               Holds batch_size per-example gradients at once: pick the
-               batch size by memory.
+               Per-example gradients are taken in chunks of rows whose
+               gradients fit `memory_budget` bytes, so any batch size fits.
   label_free   LF-SSD (Foster et al. 2024, "Loss-Free Machine Unlearning",
                arXiv:2402.19308): loss = mean over the batch of ‖logits‖²₂,
                importance = mean over batches of |∇ loss|; needs no labels.
+
+Every estimator is one per-device function, `device_term`, whose sums are
+`psum`med over the mesh's 'data' axis: `importance` runs it as a
+`jax.shard_map` inside `jax.jit` over `ctx.mesh` (batch split over 'data',
+params replicated), and `pmap_term` wraps the same function in `jax.pmap`.
 """
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
+from mu_jax import sharding
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 
 ESTIMATORS = ('batch', 'per_example', 'label_free')
+# Bytes of per-example gradients held at once: an engineering bound (no paper
+# fixes it), a small share of any accelerator's memory; ResNet-18's 11M float32
+# parameters take 45 MB per example, so a chunk is 5 rows, the CNN's 0.4M, 159.
+MEMORY_BUDGET = 256 * 2**20
 
 
-def _logits(spec, params, model_state, x):
+def _example_losses(kind: str, spec, params, model_state, x, y) -> jax.Array:
+  """Per-row losses [n]: CE, or ‖logits‖²₂ for 'label_free'."""
   logits, _ = spec.apply_fn(merge_variables(params, model_state), x, False)
-  return logits.astype(jnp.float32)
-
-
-def _weighted_mean(values, w):
-  return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
-def _batch_term(kind: str, spec, params, model_state, batch) -> tuple[Any, jax.Array]:
-  """One batch's contribution to the sum and to the divisor of the estimator."""
-  x, y, w = batch['x'], batch['y'], batch['w']
-  if kind == 'batch':
-    def loss(p):
-      ce = optax.softmax_cross_entropy_with_integer_labels(_logits(spec, p, model_state, x), y)
-      return _weighted_mean(ce, w)
-    return jax.tree.map(jnp.square, jax.grad(loss)(params)), jnp.ones(())
+  logits = logits.astype(jnp.float32)
   if kind == 'label_free':
-    def loss(p):
-      return _weighted_mean(jnp.sum(jnp.square(_logits(spec, p, model_state, x)), -1), w)
-    return jax.tree.map(jnp.abs, jax.grad(loss)(params)), jnp.ones(())
-
-  def example_loss(p, xi, yi):   # 'per_example'
-    logits = _logits(spec, p, model_state, xi[None])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, yi[None])[0]
-  grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(params, x, y)
-  return jax.tree.map(lambda g: jnp.tensordot(w, jnp.square(g), axes=1), grads), jnp.sum(w)
+    return jnp.sum(jnp.square(logits), -1)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
-@jax.jit(static_argnums=(0, 1))
-def _accumulate(kind, spec, params, model_state, batch, totals, count):
-  term, weight = _batch_term(kind, spec, params, model_state, batch)
+def chunk_rows(params, rows: int, memory_budget: int) -> int:
+  """The largest divisor of `rows` whose per-example gradients fit `memory_budget`."""
+  per_row = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params))
+  limit = max(1, memory_budget // max(per_row, 1))
+  return max(d for d in range(1, rows + 1) if rows % d == 0 and d <= limit)
+
+
+def device_term(kind: str, spec, chunk: int, params, model_state, batch) -> tuple[Any, jax.Array]:
+  """One batch's contribution to the estimator's sum and to its divisor.
+
+  Runs on one device's rows of the batch inside a mapped 'data' axis (shard_map
+  or pmap) and sums across it with psum, so every device returns the whole
+  batch's (term, weight).
+  """
+  x, y, w = batch['x'], batch['y'], batch['w']
+  if kind != 'per_example':
+    def weighted_sum(p):
+      return jnp.sum(w * _example_losses(kind, spec, p, model_state, x, y))
+    grads, total = jax.lax.psum((jax.grad(weighted_sum)(params), jnp.sum(w)), sharding.DATA_AXIS)
+    mean = jax.tree.map(lambda g: g / jnp.maximum(total, 1.0), grads)
+    return jax.tree.map(jnp.square if kind == 'batch' else jnp.abs, mean), jnp.ones(())
+
+  def example_loss(p, xi, yi):
+    return _example_losses(kind, spec, p, model_state, xi[None], yi[None])[0]
+
+  def add_chunk(acc, rows):
+    xc, yc, wc = rows
+    grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(params, xc, yc)
+    return jax.tree.map(lambda a, g: a + jnp.tensordot(wc, jnp.square(g), axes=1), acc, grads), None
+
+  split = lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  sums, _ = jax.lax.scan(add_chunk, zeros, (split(x), split(y), split(w)))
+  return jax.lax.psum((sums, jnp.sum(w)), sharding.DATA_AXIS)
+
+
+@functools.partial(jax.jit, static_argnames=('kind', 'spec', 'mesh', 'chunk'),
+                   donate_argnames=('totals', 'count'))
+def _accumulate(totals, count, params, model_state, batch, *, kind, spec, mesh, chunk):
+  term, weight = jax.shard_map(
+      functools.partial(device_term, kind, spec, chunk), mesh=mesh,
+      in_specs=(P(), P(), P(sharding.DATA_AXIS)), out_specs=P(),
+      axis_names={sharding.DATA_AXIS}, check_vma=False)(params, model_state, batch)
   return jax.tree.map(jnp.add, totals, term), count + weight
 
 
@@ -73,17 +105,34 @@ def _divide(totals, count):
   return jax.tree.map(lambda t: t / count, totals)
 
 
-def importance(kind: str, spec, variables: dict, ctx, source: str,
-               batch_size: int):
+def pmap_term(kind: str, spec, chunk: int = 1):
+  """`device_term` as a `jax.pmap` over axis 'data', for pmap-style drivers.
+
+  Call it as f(params, model_state, batch) with every batch leaf reshaped to
+  [devices, rows per device, ...]; params and model_state are broadcast. Each
+  device returns the whole batch's (term, weight).
+  """
+  return jax.pmap(functools.partial(device_term, kind, spec, chunk),
+                  axis_name=sharding.DATA_AXIS, in_axes=(None, None, 0))
+
+
+def importance(kind: str, spec, variables: dict, ctx, source: str, batch_size: int, *,
+               memory_budget: int = MEMORY_BUDGET):
   """The `kind` diagonal importance of `variables['params']` on stream `source`."""
   if kind not in ESTIMATORS:
     raise MuJaxError(f'Unknown importance estimator {kind!r}; valid: {", ".join(ESTIMATORS)}.')
+  sharding.check_batch_size(batch_size, ctx.mesh)
   params, model_state = split_variables(variables)
-  totals = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-  count = jnp.zeros((), jnp.float32)
+  chunk = 1
+  if kind == 'per_example':
+    chunk = chunk_rows(params, batch_size // sharding.data_size(ctx.mesh), memory_budget)
+  totals = sharding.replicate(
+      jax.tree.map(lambda p: np.zeros(p.shape, np.float32), params), ctx.mesh)
+  count = sharding.replicate(np.zeros((), np.float32), ctx.mesh)
   for batch in ctx.batches(source, batch_size, shuffle=True):
-    totals, count = _accumulate(kind, spec, params, model_state, batch, totals, count)
-  if float(count) <= 0:
+    totals, count = _accumulate(totals, count, params, model_state, batch, kind=kind,
+                                spec=spec, mesh=ctx.mesh, chunk=chunk)
+  if float(jax.device_get(count)) <= 0:
     raise MuJaxError(f'The {source} set is empty, so its importance is undefined; '
                      'choose a non-empty forget set.')
   return _divide(totals, count)
