@@ -6,8 +6,8 @@ scrub (Kurmanji, Triantafillou, Hayes & Triantafillou, NeurIPS 2023,
   e ≤ max_steps) takes one pass of max-steps over D_f, minimising −KL(teacher
   ‖ student), then one pass of min-steps over D_r, minimising
   γ·CE + α·KL(teacher ‖ student); KL is the RepDistiller `DistillKL` at
-  temperature T (batch-mean, scaled by T²). Both phases share one SGD
-  optimizer, as in `large_scale_unlearning.ipynb`, whose CIFAR-10 settings
+  temperature T (batch-mean, scaled by T²). Both phases share one optimizer
+  (SGD by default), as in `large_scale_unlearning.ipynb`, whose CIFAR-10 settings
   are the defaults (its lr decay at epochs [3, 5, 9] never triggers within
   its 3 epochs, so the rate here is constant).
 bad_teacher (Chundawat, Tarun, Mandal & Kankanhalli, AAAI 2023,
@@ -103,6 +103,7 @@ def scrub(*, learning_rate: float = 5e-4,   # official notebook: sgda_learning_r
           kl_weight: float = 0.001,         # official notebook: alpha 0.001
           forget_batch_size: int = 512,     # official notebook: forget_loader batch_size 512
           retain_batch_size: int = 256,     # official notebook: retain_loader batch_size 256
+          optimizer: str = 'sgd',           # official notebook: optim 'sgd' ('adam' in its small-scale one)
           momentum: float = 0.9,            # official notebook: sgda_momentum 0.9
           weight_decay: float = 5e-4) -> Method:  # official notebook: sgda_weight_decay 5e-4
   """Alternating max-steps on D_f and min-steps on D_r against a frozen teacher."""
@@ -120,7 +121,7 @@ def scrub(*, learning_rate: float = 5e-4,   # official notebook: sgda_learning_r
     return loss, (logits, batch['y'], model_state)
 
   inner = gradient_method(loss_fn, stream=Stream('none'), learning_rate=learning_rate,
-                          momentum=momentum, weight_decay=weight_decay,
+                          optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
                           make_aux=lambda ctx, variables: variables)
 
   def prepare(ctx: Context, variables: dict) -> ScrubState:
