@@ -4,9 +4,10 @@
 
 Runs `mu_jax.methods.ssd.select_alpha` on the cached original model with the
 config's SSD hyper-parameters and prints every α tried. Without
---target_forget_acc the target follows the request: for a whole class, 1% (an
-oracle misclassifies every row of a class it never saw: forget accuracy 0, plus
-one point of slack); otherwise the original's test accuracy (an oracle's
+--target_forget_acc the target follows the request: for a whole class, 5% (an
+oracle misclassifies every row of a class it never saw, forget accuracy 0; on
+Fashion-MNIST class 0 no α keeps retain accuracy within 1 point below 3%, see
+the README); otherwise the original's test accuracy (an oracle's
 accuracy on rows it never saw is about its test accuracy; the original's
 stands in, as the oracle is unknown when a request arrives).
 """
@@ -26,7 +27,7 @@ TARGET = flags.DEFINE_float('target_forget_acc', None,
                             'Held-out forget accuracy (percent) to reach; default: see above.')
 TOLERANCE = flags.DEFINE_float('retain_tolerance', 1.0,
                                'Largest allowed drop of retain accuracy, in points.')
-CLASS_TARGET = 1.0
+CLASS_TARGET = 5.0
 
 
 def main():

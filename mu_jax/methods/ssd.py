@@ -159,7 +159,7 @@ _dampen = jax.jit(dampen, static_argnames=('alpha', 'dampening'))
 
 
 def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
-                 alphas: Sequence[float] = (100, 50, 20, 10, 7, 5, 3, 2, 1),
+                 alphas: Sequence[float] = (100, 70, 50, 40, 30, 25, 20, 15, 10, 7, 5, 3, 2, 1),
                  retain_tolerance: float = 1.0, holdout_fraction: float = 0.2,
                  dampening_constant: float = DAMPENING_CONSTANT,
                  estimator: str = 'batch', layers: str = '',
