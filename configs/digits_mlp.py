@@ -56,8 +56,4 @@ def get_config(arg=None):
   c.unlearn.l1_sparse = dict(batch_size=64)
   c.unlearn.scrub = dict(forget_batch_size=64, retain_batch_size=64)
   c.unlearn.bad_teacher = dict(batch_size=64)
-  c.unlearn.smooth_salun = dict(batch_size=64)
-  c.unlearn.smooth_l1_sparse = dict(batch_size=64)
-  c.unlearn.smooth_scrub = dict(forget_batch_size=64, retain_batch_size=64)
-  c.unlearn.smooth_bad_teacher = dict(batch_size=64)
   return config_lib.finish(c, arg, smoke=_smoke, per_request=_per_request)

@@ -54,9 +54,6 @@ def get_config(arg=None):
   c.unlearn.l1_sparse = dict(epochs=1)
   # SCRUB's notebook spends 3 epochs against 25 of training (~1/8): 1 epoch, one max pass.
   c.unlearn.scrub = dict(epochs=1, max_steps=1)
-  c.unlearn.smooth_salun = dict(epochs=1)
-  c.unlearn.smooth_l1_sparse = dict(epochs=1)
-  c.unlearn.smooth_scrub = dict(epochs=1, max_steps=1)
   # The DMM family within a 2-core CPU's reach: TRAK rather than datamodels
   # (the reference default fits ~10^5 models), on 2 members trained for 3
   # epochs with the original's optimizer, features projected to 128 dims

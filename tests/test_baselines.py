@@ -8,10 +8,9 @@ import optax
 from absl.testing import absltest, parameterized
 
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import METHODS, Stream, create_method, method_defaults, run_method
-from mu_jax.methods import boundary, distill, npo, salun, sparse
+from mu_jax.methods import Stream, create_method, method_defaults, run_method
+from mu_jax.methods import boundary, distill, npo, salun, smooth, sparse
 from mu_jax.methods.gradient import gradient_method, sam_gradient
-from mu_jax.models import split_variables
 from mu_jax.optim import weighted_cross_entropy
 from tests import test_methods as tm
 from tests.test_train import assert_trees_close
@@ -23,14 +22,17 @@ def tree_equal(a, b) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def overrides(hparams: dict) -> str:
+  return ';'.join(f'{k}={v}' for k, v in hparams.items())
+
+
 class RegistryTest(parameterized.TestCase):
 
   @parameterized.parameters(*NEW)
-  def test_registered_with_keyword_defaults_and_a_smooth_variant(self, name):
+  def test_registered_with_keyword_defaults(self, name):
     defaults = method_defaults(name)
     self.assertTrue(defaults)
     self.assertNotIn(inspect.Parameter.empty, defaults.values())
-    self.assertEqual(method_defaults(f'smooth_{name}'), {**defaults, 'rho': 0.05})
     with self.assertRaisesRegex(MuJaxError, 'no hyper-parameter'):
       create_method(name, not_a_hyper_parameter=1)
 
@@ -40,16 +42,20 @@ class RegistryTest(parameterized.TestCase):
         ('salun', dict(keep=1.5), 'must be in'),
         ('scrub', dict(max_steps=-1), 'max_steps'),
         ('bad_teacher', dict(retain_fraction=2.0), 'retain_fraction'),
-        ('smooth_rl', dict(rho=-0.1), 'rho=-0.1 must be'),
+        ('smooth', dict(rho=-0.1), 'rho=-0.1 must be'),
+        ('smooth', dict(method='ssd'), "'ssd' takes no gradient steps"),
+        ('smooth', dict(method='smooth'), 'cannot wrap itself'),
+        ('smooth', dict(overrides='lr=1'), "'lr=1' is not key=value with a key among"),
+        ('smooth', dict(overrides='epochs=many'), "does not fit the default 10"),
     ]:
       with self.assertRaisesRegex(MuJaxError, message):
         create_method(name, **hparams)
 
-  def test_smooth_refuses_a_method_without_gradient_steps(self):
-    from mu_jax.methods import smooth, ssd
-    with self.assertRaisesRegex(MuJaxError, "'ssd' takes no gradient steps"):
-      smooth.smooth(ssd.ssd, 'ssd')()
-
+  def test_smooth_overrides_are_typed_like_the_wrapped_defaults(self):
+    got = smooth.parse_overrides('learning_rate=1e-3; epochs=3,optimizer=adam',
+                          method_defaults('npo'))
+    self.assertEqual(got, {'learning_rate': 1e-3, 'epochs': 3, 'optimizer': 'adam'})
+    self.assertIsInstance(got['epochs'], int)
 
 class SalUnTest(absltest.TestCase):
 
@@ -274,11 +280,11 @@ class SmoothTest(parameterized.TestCase):
     hp.update(dict(forget_batch_size=32, retain_batch_size=32) if name == 'scrub'
               else dict(batch_size=32))
     plain = run_method(create_method(name, **hp), s['variables'], tm.context())
-    zero = run_method(create_method(f'smooth_{name}', rho=0.0, **hp), s['variables'],
-                      tm.context())
+    zero = run_method(create_method('smooth', method=name, rho=0.0, overrides=overrides(hp)),
+                      s['variables'], tm.context())
     self.assertTrue(tree_equal(plain.variables, zero.variables))
-    sharp = run_method(create_method(f'smooth_{name}', rho=0.5, **hp), s['variables'],
-                       tm.context())
+    sharp = run_method(create_method('smooth', method=name, rho=0.5, overrides=overrides(hp)),
+                       s['variables'], tm.context())
     self.assertFalse(tree_equal(plain.variables, sharp.variables))
 
 

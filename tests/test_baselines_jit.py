@@ -18,12 +18,13 @@ SMALL = {
     'bad_teacher': dict(batch_size=32, learning_rate=0.01, retain_fraction=0.0),
     'boundary_shrink': dict(batch_size=32, learning_rate=0.05),
     'boundary_expand': dict(batch_size=32, learning_rate=0.05),
-    'smooth_npo': dict(batch_size=32, learning_rate=0.01, rho=0.1),
+    'smooth': dict(method='npo', rho=0.1, overrides='batch_size=32;learning_rate=0.01;epochs=1'),
 }
 
 
 def small(name):
-  return create_method(name, epochs=1, **SMALL[name])
+  hparams = SMALL[name] if name == 'smooth' else {'epochs': 1, **SMALL[name]}
+  return create_method(name, **hparams)
 
 
 def context(mesh_spec='data:1'):

@@ -34,16 +34,7 @@ METHODS.register('scrub')(distill.scrub)
 METHODS.register('bad_teacher')(distill.bad_teacher)
 METHODS.register('boundary_shrink')(boundary.boundary_shrink)
 METHODS.register('boundary_expand')(boundary.boundary_expand)
-METHODS.register('smooth_ft')(smooth.smooth(baselines.ft, 'ft'))
-METHODS.register('smooth_ga')(smooth.smooth(baselines.ga, 'ga'))
-METHODS.register('smooth_rl')(smooth.smooth(baselines.rl, 'rl'))
-METHODS.register('smooth_salun')(smooth.smooth(salun.salun, 'salun'))
-METHODS.register('smooth_l1_sparse')(smooth.smooth(sparse.l1_sparse, 'l1_sparse'))
-METHODS.register('smooth_npo')(smooth.smooth(npo.npo, 'npo'))
-METHODS.register('smooth_scrub')(smooth.smooth(distill.scrub, 'scrub'))
-METHODS.register('smooth_bad_teacher')(smooth.smooth(distill.bad_teacher, 'bad_teacher'))
-METHODS.register('smooth_boundary_shrink')(smooth.smooth(boundary.boundary_shrink, 'boundary_shrink'))
-METHODS.register('smooth_boundary_expand')(smooth.smooth(boundary.boundary_expand, 'boundary_expand'))
+METHODS.register('smooth')(smooth.smooth)
 
 
 def method_defaults(name: str) -> dict:

@@ -7,16 +7,17 @@ unlearning robust to relearning by minimising the unlearning objective at its
 worst point within radius ρ, i.e. by SAM (Foret et al., ICLR 2021): each
 step ascends to θ + ρ·g/‖g‖₂ and descends with the gradient found there.
 
-`smooth(factory)` turns a method factory into its sharpness-aware version:
-the same hyper-parameters plus `rho`. Every `gradient_method` the factory
-builds takes SAM steps (`gradient.sharpness_aware`), so it works for any
-method built on it; ρ = 0 is the plain method exactly. The perturbation uses
-the method's whole per-step loss (the paper perturbs only the forget term;
-the two coincide for forget-only losses such as GA or NPO without retain term).
+`smooth(method=..., rho=..., overrides=...)` builds the registered `method`
+with its hyper-parameters (defaults, then `overrides`) inside a
+`gradient.sharpness_aware(ρ)` block, so every `gradient_method` it builds
+takes SAM steps: it works for any method built on `gradient_method`, and
+ρ = 0 is the plain method exactly. The perturbation uses the method's whole
+per-step loss (the paper perturbs only the forget term; the two coincide for
+forget-only losses such as GA or NPO without its retain term). The default
+method is NPO, the paper's main combination (NPO+SAM).
 """
-import functools
-import inspect
-from typing import Callable
+import ast
+import re
 
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import Method
@@ -25,22 +26,42 @@ from mu_jax.methods.gradient import sharpness_aware
 RHO = 0.05   # Foret et al. 2021 (google-research/sam): --sam_rho 0.05 for CIFAR
 
 
-def smooth(factory: Callable[..., Method], name: str) -> Callable[..., Method]:
-  """The factory of method `name` with SAM steps of radius `rho` (a new keyword)."""
+def parse_overrides(overrides: str, defaults: dict) -> dict:
+  """'learning_rate=1e-3;epochs=5' (';' or ',' between items) typed like `defaults`."""
+  out = {}
+  for item in filter(None, (s.strip() for s in re.split('[;,]', overrides))):
+    key, sep, value = (part.strip() for part in item.partition('='))
+    if not sep or key not in defaults:
+      raise MuJaxError(f'Override {item!r} is not key=value with a key among: '
+                       f'{", ".join(sorted(defaults))}.')
+    default = defaults[key]
+    try:
+      if isinstance(default, str):
+        out[key] = value
+      elif isinstance(default, bool):
+        out[key] = {'true': True, 'false': False}[value.lower()]
+      else:
+        parsed = ast.literal_eval(value)
+        out[key] = parsed if default is None else type(default)(parsed)
+    except (KeyError, ValueError, SyntaxError, TypeError) as e:
+      raise MuJaxError(f'Override {item!r}: {value!r} does not fit the default '
+                       f'{default!r}.') from e
+  return out
 
-  @functools.wraps(factory)
-  def build(*, rho: float = RHO, **hparams) -> Method:
-    if rho < 0:
-      raise MuJaxError(f'The SAM radius rho={rho} must be ≥ 0.')
-    with sharpness_aware(rho) as record:
-      method = factory(**hparams)
-    if not record.built:
-      raise MuJaxError(f'Method {name!r} takes no gradient steps, so it has no '
-                       'sharpness-aware version.')
-    return method
 
-  params = list(inspect.signature(factory).parameters.values())
-  rho = inspect.Parameter('rho', inspect.Parameter.KEYWORD_ONLY, default=RHO, annotation=float)
-  build.__signature__ = inspect.Signature(params + [rho], return_annotation=Method)
-  build.__doc__ = f'{name} with sharpness-aware (SAM) steps of radius rho.'
-  return build
+def smooth(*, method: str = 'npo',   # Fan et al. 2025's main combination: NPO+SAM
+           rho: float = RHO,
+           overrides: str = '') -> Method:
+  """`method` (hyper-parameters: its defaults, then `overrides`) with SAM steps of radius rho."""
+  from mu_jax.methods import create_method, method_defaults   # the registry imports this module
+  if rho < 0:
+    raise MuJaxError(f'The SAM radius rho={rho} must be ≥ 0.')
+  if method == 'smooth':
+    raise MuJaxError("smooth cannot wrap itself; name a gradient-based method, e.g. 'npo'.")
+  hparams = parse_overrides(overrides, method_defaults(method))
+  with sharpness_aware(rho) as record:
+    built = create_method(method, **hparams)
+  if not record.built:
+    raise MuJaxError(f'Method {method!r} takes no gradient steps, so it has no '
+                     'sharpness-aware version.')
+  return built
