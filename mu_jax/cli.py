@@ -1,11 +1,22 @@
-"""What the absl mains share: the config flag, the workdir flag, clean errors."""
+"""What the absl mains share: the config and workdir flags, clean errors, multi-host start.
+
+Multi-host (TPU pods, GPU clusters): start the same command on every host with
+--multihost (or MU_JAX_MULTIHOST=1). `jax.distributed.initialize` then runs
+before anything else, auto-detecting the cluster (Cloud TPU, SLURM, Open MPI,
+Kubernetes) or taking --coordinator_address, --num_processes and --process_id.
+The default mesh then spans every host's devices; only process 0 logs at INFO,
+prints, and writes results, while Orbax coordinates the checkpoints, which
+every process saves together.
+"""
 import os
 import sys
 from typing import Callable
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mu_jax import sharding
 from mu_jax.errors import MuJaxError
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -14,6 +25,15 @@ CONFIG = config_flags.DEFINE_config_file(
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for cached models and results; defaults to '
     'runs/<config file name>.')
+MULTIHOST = flags.DEFINE_bool(
+    'multihost', os.environ.get('MU_JAX_MULTIHOST', '').lower() in ('1', 'true'),
+    'Call jax.distributed.initialize() first (one process per host); default: '
+    'the MU_JAX_MULTIHOST environment variable.')
+COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'With --multihost where JAX cannot detect the '
+    'cluster: host:port of process 0 (give --num_processes and --process_id too).')
+NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
+PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
 
 
 def default_workdir(config_argument: str) -> str:
@@ -53,6 +73,22 @@ def _config_errors(action: Callable):
     _fail(f'Bad flag or config override: {_one_line(e)}.')
 
 
+def start_distributed() -> None:
+  """jax.distributed.initialize from the flags; then quiets every process but 0."""
+  explicit = {'coordinator_address': COORDINATOR.value, 'num_processes': NUM_PROCESSES.value,
+              'process_id': PROCESS_ID.value}
+  given = {k: v for k, v in explicit.items() if v is not None}
+  if given and len(given) < len(explicit):
+    _fail('--coordinator_address, --num_processes and --process_id go together; '
+          'give all three or none (to auto-detect the cluster).')
+  jax.distributed.initialize(**given)
+  if not sharding.is_primary():
+    logging.set_verbosity(logging.WARNING)
+    sys.stdout = open(os.devnull, 'w')
+  logging.info('process %d of %d: %d local of %d devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def run(main: Callable[[], None]) -> None:
   """Runs `main` under absl; a MuJaxError becomes one line on stderr and exit 1."""
 
@@ -66,6 +102,8 @@ def run(main: Callable[[], None]) -> None:
     logging.set_verbosity(logging.INFO)
     # Orbax logs every save step at INFO; keep the console to mu_jax's progress.
     logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
+    if MULTIHOST.value:
+      start_distributed()
     try:
       main()
     except MuJaxError as e:

@@ -1,8 +1,13 @@
 """Training the original model on D and the oracle on D_r, resumably and sharded.
 
-`train_model` is a Python epoch loop around one pure, jitted, data-parallel
-train step; it checkpoints through `CheckpointStore` so a killed run resumes
-from its last finished epoch and a finished run is loaded, not retrained.
+`train_model` is a Python epoch loop around one pure, jitted train step with
+declared shardings (batch split over the mesh's 'data' axis, state replicated
+or, for large leaves, split over 'model'; see `mu_jax.sharding`). The step
+donates the state it replaces, sums the epoch's statistics on device, and is
+traced once per run: the loop does no implicit host transfers (batches are
+placed with an explicit device_put; statistics are fetched once per epoch).
+It checkpoints through `CheckpointStore` so a killed run resumes from its last
+finished epoch and a finished run is loaded, not retrained.
 `prepare_setting` / `train_and_evaluate` build the whole unlearning setting
 (data, forget set, original, oracle) that methods and metrics work on.
 """
@@ -84,6 +89,20 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation,
   return step
 
 
+def _summing_stats(step: Callable) -> Callable:
+  """(state, totals, batch) -> (state, totals + the step's batch statistics)."""
+
+  def run(state, totals, batch):
+    state, stats = step(state, batch)
+    return state, jax.tree.map(jnp.add, totals, stats)
+
+  return run
+
+
+def _zero_stats() -> dict[str, np.ndarray]:
+  return {k: np.zeros((), np.float32) for k in ('loss_sum', 'correct', 'count')}
+
+
 def init_state(model: Model, tx, sample_x: np.ndarray, seed: int) -> TrainState:
   variables = model.init(jax.random.PRNGKey(seed), jnp.asarray(sample_x[:1]))
   params, model_state = split_variables(variables)
@@ -99,24 +118,31 @@ def train_model(model: Model, train_cfg, data: Split, *, seed: int,
   sharding.check_batch_size(train_cfg.batch_size, mesh)
   steps = num_batches(len(data.y), train_cfg.batch_size)
   tx = optimizer_from_config(train_cfg, steps)
-  state = sharding.replicate(init_state(model, tx, data.x, seed), mesh)
+  # Initialized by one jitted call straight into its shardings: a state split
+  # over 'model' is never whole on one device.
+  init = lambda seed_, sample: init_state(model, tx, sample, seed_)
+  seed_, sample = sharding.replicate((np.uint32(seed), data.x[:1]), mesh)
+  state_shardings = sharding.state_sharding(jax.eval_shape(init, seed_, sample), mesh)
+  state = jax.jit(init, out_shardings=state_shardings)(seed_, sample)
   start, seconds = 0, 0.0
   if store is not None and store.latest_step() is not None:
     state, meta = store.restore(store.latest_step(), state)
     start, seconds = meta['epoch'], meta['train_seconds']
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)
-  step_fn = jax.jit(make_train_step(model.apply, tx, train_cfg.get('gradient_restriction', 0.0)),
-                    donate_argnums=0)
+  step_fn = jax.jit(
+      _summing_stats(make_train_step(model.apply, tx,
+                                     train_cfg.get('gradient_restriction', 0.0))),
+      in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0, 1))
   arrays = {'x': data.x, 'y': data.y}
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()
-    totals = None
+    totals = sharding.replicate(_zero_stats(), mesh)
     batches = epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
     for batch in tqdm(batches, total=steps, leave=False, disable=not sys.stderr.isatty(),
                       desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
-      state, stats = step_fn(state, sharding.shard_batch(batch, mesh))
-      totals = stats if totals is None else jax.tree.map(jnp.add, totals, stats)
+      state, totals = step_fn(state, totals, sharding.shard_batch(batch, mesh))
     totals = sharding.to_host(totals)
     seconds += time.perf_counter() - began
     loss = float(totals['loss_sum'] / totals['count'])
@@ -206,7 +232,8 @@ def prepare_setting(config, workdir: str) -> Setting:
                          mesh=mesh)
   setting = Setting(config, workdir, data, model, mesh, forget_idx, retain_idx, forget, retain,
                     original, oracle)
-  save_indices(os.path.join(setting.results_dir, 'forget_indices.npy'), forget_idx)
+  if sharding.is_primary():   # multi-host: one process writes files
+    save_indices(os.path.join(setting.results_dir, 'forget_indices.npy'), forget_idx)
   return setting
 
 

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mu_jax import sharding
 from mu_jax.data import Split
 from mu_jax.evaluation.metrics import accuracy, predict_logits, true_class_confidence
 from mu_jax.evaluation.mia import mia_efficacy
@@ -57,7 +58,9 @@ def markdown_table(rows: list[dict], columns: Sequence[str] = TABLE_COLUMNS) -> 
 
 
 def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename."""
+  """Writes `text` to `path` through a temporary file and a rename (process 0 only)."""
+  if not sharding.is_primary():   # multi-host: one writer
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
   with os.fdopen(fd, 'w') as f:

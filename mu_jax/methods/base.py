@@ -111,6 +111,7 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   update = jax.jit(method.update, static_argnums=0)
   steps = 0
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
+    state = sharding.onto_mesh(state, ctx.mesh)   # as update's outputs: no retrace
     if method.stream.source == 'none':
       state, _ = update(ctx.spec, state, None)
       steps = 1
