@@ -1,7 +1,7 @@
 """Many models trained, cached and unlearned at once: `jax.vmap` over members.
 
 Member m trains with the recipe of `mu_jax.train` (the same `init_state`,
-`make_train_step` and `optimizer_from_config`, vmapped) on its own subset of
+`make_train_step` and optimizer, vmapped) on its own subset of
 the data, given as a 0/1 mask multiplied into the per-example weights `w`, so
 every member sees fixed-shape batches and one compiled step trains them all.
 Each member shuffles with its own seed, exactly as `train_model(seed=s)` does,
@@ -14,6 +14,7 @@ Ensembles are cached as Orbax checkpoints (`train_or_load_ensemble`), and any
 unlearning method runs on every member of one (`run_method_ensemble`).
 """
 import contextlib
+import functools
 import time
 from typing import Callable, NamedTuple, Sequence
 
@@ -28,7 +29,8 @@ from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.methods.base import Context, Method, SOURCES
 from mu_jax.models import Model, merge_variables
-from mu_jax.train import init_state, make_train_step, optimizer_from_config
+from mu_jax.optim import make_optimizer
+from mu_jax.train import init_state, make_train_step
 
 
 def subset_masks(n: int, num_models: int, fraction: float, seed: int) -> np.ndarray:
@@ -63,6 +65,27 @@ def _stacked_batches(arrays: dict, masks: np.ndarray, seeds: Sequence[int],
     yield out
 
 
+def _recipe_key(train_cfg, steps_per_epoch: int) -> tuple:
+  """What of a training recipe the compiled step depends on, hashable."""
+  total = steps_per_epoch * train_cfg.epochs if train_cfg.schedule != 'constant' else 0
+  return (train_cfg.optimizer, train_cfg.learning_rate, train_cfg.momentum,
+          train_cfg.weight_decay, train_cfg.schedule, total,
+          train_cfg.get('gradient_restriction', 0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _training_fns(model: Model, recipe: tuple):
+  """Jitted (vmapped init, vmapped step), built once per model and recipe: every
+  ensemble of a run (originals, oracles, references) reuses the compilation."""
+  optimizer, lr, momentum, weight_decay, schedule, total, restriction = recipe
+  tx = make_optimizer(optimizer, lr, total_steps=total, momentum=momentum,
+                      weight_decay=weight_decay, schedule=schedule)
+  init = jax.jit(jax.vmap(lambda seed, sample: init_state(model, tx, sample, seed),
+                          in_axes=(0, None)))
+  step = jax.jit(jax.vmap(make_train_step(model.apply, tx, restriction)), donate_argnums=0)
+  return init, step
+
+
 def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
                    mesh, masks: np.ndarray | None = None, shard_members: bool = False) -> dict:
   """Trains len(seeds) models with `train_cfg`; member m on rows masks[m].
@@ -80,9 +103,8 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
                      f'{(len(seeds), n)} (one row per seed, one column per example).')
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
-  tx = optimizer_from_config(train_cfg, num_batches(n, train_cfg.batch_size))
-  init = jax.jit(jax.vmap(lambda s: init_state(model, tx, data.x, s)))
-  state = init(jnp.asarray(seeds, jnp.uint32))
+  init, step = _training_fns(model, _recipe_key(train_cfg, num_batches(n, train_cfg.batch_size)))
+  state = init(jnp.asarray(seeds, jnp.uint32), jnp.asarray(data.x[:1]))
   if shard_members:
     if len(seeds) % sharding.data_size(mesh):
       raise MuJaxError(f'{len(seeds)} ensemble members do not divide over '
@@ -93,7 +115,6 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
     sharding.check_batch_size(train_cfg.batch_size, mesh)
     state = sharding.replicate(state, mesh)
     batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
-  step = jax.jit(jax.vmap(make_train_step(model.apply, tx)), donate_argnums=0)
   for epoch in range(train_cfg.epochs):
     for batch in _stacked_batches({'x': data.x, 'y': data.y}, masks, seeds,
                                   train_cfg.batch_size, epoch):
@@ -151,11 +172,14 @@ def train_or_load_ensemble(model: Model, train_cfg, data: Split, *, seeds: Seque
   `checkpoint.config_key`); a finished checkpoint there is loaded instead of
   training, and one of another shape is refused.
   """
-  init = jax.vmap(lambda s: model.init(jax.random.PRNGKey(s), jnp.asarray(data.x[:1])))
-  like = sharding.replicate(init(jnp.asarray(seeds, jnp.uint32)), mesh)
   store = checkpoint.CheckpointStore(directory)
   try:
     if store.latest_step() is not None:
+      shapes = jax.eval_shape(jax.vmap(lambda s: model.init(jax.random.PRNGKey(s), data.x[:1])),
+                              jnp.asarray(seeds, jnp.uint32))
+      like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                         sharding=sharding.replicated(mesh)),
+                          shapes)
       stacked, meta = store.restore(store.latest_step(), like)
       return stacked, meta['train_seconds']
     began = time.perf_counter()

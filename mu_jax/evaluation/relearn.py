@@ -37,8 +37,25 @@ def _correct(apply_fn, stacked, batch):
   return jnp.sum(batch['w'] * (jnp.argmax(logits, -1) == batch['y']), -1)
 
 
+def _probe_batches(probe: Split, batch_size: int, mesh) -> list[dict]:
+  size = min(EVAL_BATCH, -(-len(probe.y) // batch_size) * batch_size)
+  return [sharding.shard_batch(b, mesh) for b in
+          epoch_batches({'x': probe.x, 'y': probe.y}, size, shuffle=False)]
+
+
 def _accuracy(apply_fn, stacked, probe_batches, n: int) -> np.ndarray:
   return 100.0 * np.asarray(sum(_correct(apply_fn, stacked, b) for b in probe_batches)) / n
+
+
+def probe_accuracy(apply_fn: Callable, stacked: dict, probe: Split, *, batch_size: int,
+                   mesh) -> np.ndarray:
+  """Per-member accuracy [M] on `probe`, computed exactly as `relearn_steps` checks it.
+
+  Use it for the targets: the same batches and compiled function give bitwise
+  the same value for the same model.
+  """
+  return _accuracy(apply_fn, sharding.replicate(stacked, mesh),
+                   _probe_batches(probe, batch_size, mesh), len(probe.y))
 
 
 @functools.lru_cache(maxsize=32)
@@ -75,6 +92,7 @@ def relearn_steps(apply_fn: Callable, stacked: dict, relearn: Split, probe: Spli
                   momentum: float = 0.9, weight_decay: float = 0.0) -> np.ndarray:
   """Steps [M] until member m's accuracy on `probe` is ≥ targets[m] (percent).
 
+  Compute the targets with `probe_accuracy` (same batch size and mesh).
   0 if it already is; np.inf if not within `max_steps`. Batches of `relearn`
   are drawn epoch after epoch, shuffled by `seed`; the optimizer state starts
   fresh, with a constant learning rate.
@@ -84,9 +102,7 @@ def relearn_steps(apply_fn: Callable, stacked: dict, relearn: Split, probe: Spli
   sharding.check_batch_size(batch_size, mesh)
   init, step = _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay)
   state = init(sharding.replicate(stacked, mesh))
-  probe_batches = [sharding.shard_batch(b, mesh) for b in epoch_batches(
-      {'x': probe.x, 'y': probe.y}, min(EVAL_BATCH, -(-len(probe.y) // batch_size) * batch_size),
-      shuffle=False)]
+  probe_batches = _probe_batches(probe, batch_size, mesh)
 
   def accuracy(st):
     return _accuracy(apply_fn, merge_variables(st.params, st.model_state), probe_batches,

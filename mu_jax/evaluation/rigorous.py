@@ -1,0 +1,504 @@
+"""Rigorous evaluation: N unlearned models against N oracles, per method.
+
+`run_rigorous(config, workdir)` is what `experiments/rigorous.py` and the
+evaluation notebook call. It trains (or loads from Orbax) an ensemble of N
+originals on D (seeds seed, ..., seed + N − 1) and N oracles on D_r with the
+same seeds, all at once with vmap; runs every method of `config.methods` on
+every original (`ensembles.run_method_ensemble`); and scores each method's N
+models against the N oracles:
+
+  UA, RA, TA, MIA   means over members (MIA: the SVC MIA-efficacy)
+  ent-MIA           the SSD repo's entropy attack, % of D_f called members
+  KLoM              per-example KL(unlearned ‖ oracle) of margin histograms on
+                    D_f, D_r and the validation split: mean, p95, p99
+  U-LiRA            the Gaussian likelihood-ratio attack's accuracy on D_f (50 ideal)
+  F, score          the NeurIPS 2023 challenge's forget quality and final score
+  relearn           median fine-tuning steps on D_f until forget accuracy is back
+                    at the original's (inf: not within the budget)
+
+Rows 'original' (no unlearning) and 'retrain' (a second oracle ensemble with
+seeds seed + N, ...: the metrics' noise floor at this N) frame the methods.
+Settings (`config.rigorous.setting`): 'standard'; 'worst_case' (the forget set
+chosen by Challenging Forgets' bi-level selection on the seed's original);
+'sequential' (D_f served as k requests, each scored against oracles without
+everything forgotten so far); 'corrective' (a manipulated training set, only a
+fraction of the manipulated rows forgotten; adds the attack success rate ASR
+and a 'retrain (clean)' row without any manipulated row).
+
+Results go to workdir/results/<forget>/rigorous[-<setting>]/: results.md,
+results.json, results.csv, per-example arrays (details.npz) and PNG plots.
+"""
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mu_jax import checkpoint, config_lib, ensembles, settings, sharding
+from mu_jax.data import Dataset, Split, load_dataset, save_indices, select_forget
+from mu_jax.errors import MuJaxError, NonFiniteError
+from mu_jax.evaluation import challenge, klom, plots, relearn, ulira, worst_case
+from mu_jax.evaluation.entropy_mia import entropy_mia
+from mu_jax.evaluation.margins import Outputs, ensemble_outputs
+from mu_jax.evaluation.mia import mia_efficacy
+from mu_jax.evaluation.report import atomic_write
+from mu_jax.methods import METHODS, Context, ModelSpec, create_method
+from mu_jax.train import build_model, model_recipe, request_slug
+
+SETTINGS = ('standard', 'worst_case', 'sequential', 'corrective')
+DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
+COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f p95',
+           'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'F', 'score', 'relearn',
+           'seconds')
+
+
+class Request(NamedTuple):
+  """One unlearning request: the splits every population is scored on."""
+  forget: Split
+  retain: Split
+  val: Split | None
+  test: Split
+  attack: Split | None = None   # corrective: the attack's split (accuracy = ASR)
+
+
+class Population(NamedTuple):
+  """N models and their outputs on a request's splits."""
+  variables: dict
+  apply_fn: Any
+  outputs: dict[str, Outputs]   # split name -> per-member outputs
+
+
+# ---- configuration -----------------------------------------------------------
+
+ARG_KEYS = ('setting', 'num_models')   # get_config(arg) keys of the rigorous configs
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `config.rigorous` block: every knob of the evaluation, with its source."""
+  return ml_collections.ConfigDict(dict(
+      num_models=32,                 # the issue: N >= 32 per side on a CPU (>= 100 supported)
+      setting='standard',
+      reference_oracles=True,        # a second oracle ensemble: the metrics' noise floor
+      shard_members=False,           # members over devices (needs num_models % devices == 0)
+      train_size=0, eval_size=0,     # 0: all rows; else a seeded subset of train / val and test
+      mia_members=0,                 # SVC MIA on the first k members only (0: all)
+      plots=True,
+      klom_bins=klom.BINS, klom_eps=klom.EPS, ulira_folds=ulira.FOLDS, delta=challenge.DELTA,
+      relearn=dict(fraction=1.0,     # Golatkar et al. 2020: relearn on all of D_f
+                   max_steps=relearn.MAX_STEPS,
+                   batch_size=0),    # 0: the training recipe's batch size
+      sequential=dict(requests=3),
+      corrective=dict(kind='badnet',
+                      fraction=0.04,     # reference: 2,000 of CIFAR-10's 50,000 rows manipulated
+                      identified=0.25,   # reference: deletion sets of 500 of those 2,000
+                      target=settings.TARGET_CLASS, classes=settings.SWAP_CLASSES,
+                      patch_size=settings.PATCH_SIZE),
+      worst_case=dict(fraction=0.1,      # official README: 4,500 of CIFAR-10's 45,000 rows
+                      select_epochs=worst_case.SELECT_EPOCHS,
+                      unlearn_steps=worst_case.UNLEARN_STEPS, theta_lr=worst_case.THETA_LR,
+                      w_lr=worst_case.W_LR, gamma=worst_case.GAMMA,
+                      batch_size=worst_case.BATCH_SIZE),
+  ))
+
+
+def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collections.ConfigDict:
+  """`base_file`'s config (an experiment of configs/) with a `rigorous` block.
+
+  `arg` takes the base config's keys plus 'setting' and 'num_models'. Unless
+  'method(s)' is given, `methods` is every registered method but the DMM
+  family (which trains model ensembles inside each run). `smoke(config)`
+  shrinks the block when smoke=True. The base config's methods come first.
+  """
+  mine, rest = {}, []
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    if key.strip() in ARG_KEYS:
+      mine[key.strip()] = value.strip()
+    else:
+      rest.append(item)
+  config = config_lib.load_config_file(base_file, ','.join(rest))
+  given = any(item.partition('=')[0].strip() in ('method', 'methods') for item in rest)
+  with config.unlocked():
+    config.rigorous = default_config()
+    methods = method_names(config)
+    if not given:
+      methods += [m for m in METHODS.names() if m not in DMM_FAMILY and m not in methods]
+    if config.smoke and smoke is not None:
+      smoke(config)
+    if given or not config.smoke:   # the command line wins over smoke's choice
+      config.methods = ','.join(methods)
+    if 'setting' in mine:
+      config.rigorous.setting = mine['setting']
+    if 'num_models' in mine:
+      if not mine['num_models'].isdigit():
+        raise MuJaxError(f"num_models={mine['num_models']!r} is not a whole number.")
+      config.rigorous.num_models = int(mine['num_models'])
+  return config
+
+
+# ---- data and ensembles ------------------------------------------------------
+
+def _subset(split: Split, size: int, seed: int) -> Split:
+  if not size or size >= len(split.y):
+    return split
+  rows = np.sort(np.random.default_rng(seed).permutation(len(split.y))[:size])
+  return Split(split.x[rows], split.y[rows])
+
+
+def load_data(config) -> Dataset:
+  """The config's data set, the splits cut to rigorous.train_size / eval_size rows."""
+  rc = config.rigorous
+  data = load_dataset(config.data.source, data_dir=config.data.data_dir or None,
+                      seed=config.seed, val_fraction=config.data.val_fraction,
+                      test_fraction=config.data.test_fraction)
+  return data._replace(train=_subset(data.train, rc.train_size, config.seed),
+                       val=_subset(data.val, rc.eval_size, config.seed + 1),
+                       test=_subset(data.test, rc.eval_size, config.seed + 2))
+
+
+def _ensemble(config, model, train: Split, seeds, role: str, workdir: str, mesh):
+  payload = dict(model_recipe(config), role=role, seeds=list(seeds), x=train.x, y=train.y)
+  directory = os.path.join(workdir, 'models', f'ensemble-{role}-{checkpoint.config_key(payload)}')
+  stacked, seconds = ensembles.train_or_load_ensemble(
+      model, config.train, train, seeds=list(seeds), mesh=mesh, directory=directory,
+      shard_members=config.rigorous.shard_members)
+  logging.info('%s ensemble of %d: %.1fs of training (%s)', role, len(seeds), seconds, directory)
+  return stacked, seconds
+
+
+# ---- scoring -----------------------------------------------------------------
+
+def outputs(config, apply_fn, stacked, request: Request, mesh) -> dict[str, Outputs]:
+  splits = {'forget': request.forget, 'retain': request.retain, 'test': request.test}
+  if request.val is not None:
+    splits['val'] = request.val
+  if request.attack is not None:
+    splits['attack'] = request.attack
+  return {name: ensemble_outputs(apply_fn, stacked, s, batch_size=config.eval.batch_size,
+                                 mesh=mesh) for name, s in splits.items()}
+
+
+def _mean(values) -> float:
+  return float(np.mean(values)) if len(values) else float('nan')
+
+
+def score(config, name: str, pop: Population, oracle: Population, *,
+          relearn_steps: np.ndarray | None, seconds: float) -> tuple[dict, dict]:
+  """(table row, per-example details) of one population against the oracles."""
+  rc, out, ref = config.rigorous, pop.outputs, oracle.outputs
+  n = ensembles.num_members(pop.variables)
+  mia_members = range(min(n, rc.mia_members) if rc.mia_members else n)
+  fa, ra, ta = (_mean(out[s].accuracy()) for s in ('forget', 'retain', 'test'))
+  ra_r, ta_r = _mean(ref['retain'].accuracy()), _mean(ref['test'].accuracy())
+  kl = {s: klom.klom(out[s].margin, ref[s].margin, bins=rc.klom_bins, eps=rc.klom_eps)
+        for s in ('forget', 'retain', 'val') if s in out}
+  kl_sum = {s: klom.summarize(v) for s, v in kl.items()}
+  nan = klom.Summary(math.nan, math.nan, math.nan)
+  scores_u, scores_o = ulira.ulira_scores(out['forget'].margin, ref['forget'].margin,
+                                          folds=rc.ulira_folds, seed=config.seed)
+  ch = challenge.challenge_score(out['forget'].margin, ref['forget'].margin,
+                                 retain_acc_unlearned=ra, retain_acc_retrained=ra_r,
+                                 test_acc_unlearned=ta, test_acc_retrained=ta_r, delta=rc.delta)
+  row = {
+      'method': name, 'UA': 100.0 - fa, 'RA': ra, 'TA': ta,
+      'MIA': _mean([mia_efficacy(out['retain'].confidence[m], out['test'].confidence[m],
+                                 out['forget'].confidence[m], seed=config.seed,
+                                 max_per_side=config.eval.mia_max_per_side)
+                    for m in mia_members]),
+      'ent-MIA': _mean([entropy_mia(out['retain'].entropy[m], out['test'].entropy[m],
+                                    out['forget'].entropy[m]) for m in range(n)]),
+      'KLoM f mean': kl_sum['forget'].mean, 'KLoM f p95': kl_sum['forget'].p95,
+      'KLoM f p99': kl_sum['forget'].p99, 'KLoM r p95': kl_sum['retain'].p95,
+      'KLoM v p95': kl_sum.get('val', nan).p95,
+      'U-LiRA': float(50.0 * (np.mean(scores_u > 0) + np.mean(scores_o <= 0))),
+      'F': ch.forget_quality, 'score': ch.score,
+      'relearn': float(np.median(relearn_steps)) if relearn_steps is not None else math.nan,
+      'seconds': seconds, 'models': n,
+      'UA std': float(np.std(100.0 - out['forget'].accuracy())),
+      'RA std': float(np.std(out['retain'].accuracy())),
+      'KLoM r mean': kl_sum['retain'].mean, 'KLoM v mean': kl_sum.get('val', nan).mean,
+  }
+  if 'attack' in out:
+    row['ASR'] = _mean(out['attack'].accuracy())
+  if relearn_steps is not None:
+    row['relearned'] = float(np.mean(np.isfinite(relearn_steps)))
+  details = {'klom_forget': kl['forget'], 'epsilons': ch.epsilons, 'ulira_u': scores_u,
+             'ulira_o': scores_o, 'margins': out['forget'].margin}
+  return row, details
+
+
+class _Relearner:
+  """The relearning attack with this request's split, targets and recipe."""
+
+  def __init__(self, config, request: Request, originals: Population, mesh):
+    rc = config.rigorous.relearn
+    self.enabled = rc.max_steps > 0
+    self.relearn_set, self.probe = relearn.split_relearn(request.forget, rc.fraction, config.seed)
+    batch_size = rc.batch_size or config.train.batch_size
+    self.targets = relearn.probe_accuracy(originals.apply_fn, originals.variables, self.probe,
+                                          batch_size=batch_size, mesh=mesh)
+    self.kwargs = dict(optimizer=config.train.optimizer, learning_rate=config.train.learning_rate,
+                       momentum=config.train.momentum, weight_decay=config.train.weight_decay,
+                       batch_size=batch_size, max_steps=rc.max_steps, seed=config.seed,
+                       mesh=mesh)
+
+  def __call__(self, pop: Population) -> np.ndarray | None:
+    if not self.enabled:
+      return None
+    return relearn.relearn_steps(pop.apply_fn, pop.variables, self.relearn_set, self.probe,
+                                 self.targets, **self.kwargs)
+
+
+def method_names(config) -> list[str]:
+  return [m.strip() for m in config.methods.split(',') if m.strip()]
+
+
+def _context(config, model, num_classes: int, forget: Split, retain: Split, mesh) -> Context:
+  return Context(ModelSpec(model.apply, num_classes, model.penultimate), forget, retain, mesh,
+                 config.seed, cache_dir=None)
+
+
+def _unlearn_all(config, ctx: Context, start: Population, request: Request, oracle: Population,
+                 relearner: _Relearner, mesh, seeds, oracle_seconds: float) -> tuple[list, dict]:
+  rows, details = [], {}
+  for name in method_names(config):
+    method = create_method(name, **config_lib.method_hparams(config, name))
+    try:
+      out = ensembles.run_method_ensemble(method, start.variables, ctx, seeds=seeds, name=name)
+    except NonFiniteError as e:
+      logging.warning('%s', e)
+      rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
+      continue
+    pop = Population(out.variables, out.apply_fn,
+                     outputs(config, out.apply_fn, out.variables, request, mesh))
+    row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop), seconds=out.seconds)
+    row.update({'speed-up': oracle_seconds / out.seconds, 'vmapped': out.vmapped,
+                'steps': out.steps, **{k: _mean(v) for k, v in out.info.items()}})
+    logging.info('%s: %s', name, {k: round(v, 3) for k, v in row.items()
+                                  if isinstance(v, float)})
+    rows.append(row)
+    details[name] = det
+  return rows, details
+
+
+# ---- settings ----------------------------------------------------------------
+
+def _request(data: Dataset, train: Split, forget_idx: np.ndarray,
+             attack: Split | None = None) -> Request:
+  retain_idx = np.setdiff1d(np.arange(len(train.y)), forget_idx)
+  val = data.val if len(data.val.y) else None
+  return Request(Split(train.x[forget_idx], train.y[forget_idx]),
+                 Split(train.x[retain_idx], train.y[retain_idx]), val, data.test, attack)
+
+
+def _standard(config, workdir, data, model, mesh, seeds, ref_seeds, train, forget_idx,
+              attack=None, clean_rows=None):
+  """Originals, oracles (and reference / clean oracles), every method: rows and details."""
+  request = _request(data, train, forget_idx, attack)
+  originals, _ = _ensemble(config, model, train, seeds, 'original', workdir, mesh)
+  oracles, oracle_seconds = _ensemble(config, model, request.retain, seeds, 'oracle', workdir,
+                                      mesh)
+  orig = Population(originals, model.apply, outputs(config, model.apply, originals, request, mesh))
+  oracle = Population(oracles, model.apply, outputs(config, model.apply, oracles, request, mesh))
+  relearner = _Relearner(config, request, orig, mesh)
+  rows, details = [], {}
+  row, details['original'] = score(config, 'original', orig, oracle,
+                                   relearn_steps=relearner(orig), seconds=math.nan)
+  rows.append(row)
+  details['oracle'] = {'margins': oracle.outputs['forget'].margin}
+  references = []
+  if config.rigorous.reference_oracles:
+    references.append(('retrain', 'reference-oracle', request.retain))
+  if clean_rows is not None:
+    references.append(('retrain (clean)', 'clean-oracle',
+                       Split(train.x[clean_rows], train.y[clean_rows])))
+  for name, role, split in references:
+    stacked, seconds = _ensemble(config, model, split, ref_seeds, role, workdir, mesh)
+    pop = Population(stacked, model.apply, outputs(config, model.apply, stacked, request, mesh))
+    row, details[name] = score(config, name, pop, oracle, relearn_steps=relearner(pop),
+                               seconds=seconds)
+    rows.append(dict(row, **{'speed-up': oracle_seconds / seconds}))
+  ctx = _context(config, model, data.num_classes, request.forget, request.retain, mesh)
+  method_rows, method_details = _unlearn_all(config, ctx, orig, request, oracle, relearner,
+                                             mesh, seeds, oracle_seconds)
+  return rows + method_rows, {**details, **method_details}, oracle_seconds
+
+
+def _sequential(config, workdir, data, model, mesh, seeds, forget_idx):
+  """k requests in a row: each method continues from its own previous models."""
+  train = data.train
+  requests = settings.sequential_requests(forget_idx, config.rigorous.sequential.requests,
+                                          config.seed)
+  originals, _ = _ensemble(config, model, train, seeds, 'original', workdir, mesh)
+  current = {name: originals for name in method_names(config)}   # None: stopped
+  rows, details, forgotten = [], {}, np.zeros(0, np.int64)
+  for k, part in enumerate(requests, 1):
+    forgotten = np.union1d(forgotten, part)
+    request = _request(data, train, forgotten)
+    oracles, oracle_seconds = _ensemble(config, model, request.retain, seeds, 'oracle', workdir,
+                                        mesh)
+    oracle = Population(oracles, model.apply, outputs(config, model.apply, oracles, request, mesh))
+    orig = Population(originals, model.apply,
+                      outputs(config, model.apply, originals, request, mesh))
+    relearner = _Relearner(config, request, orig, mesh)
+    row, _ = score(config, 'original', orig, oracle, relearn_steps=relearner(orig),
+                   seconds=math.nan)
+    rows.append(dict(row, request=k))
+    part_forget = Split(train.x[part], train.y[part])
+    for name in method_names(config):
+      stacked = current[name]
+      if stacked is None:
+        rows.append({'method': name, 'request': k, 'status': 'stopped', 'error':
+                     'diverged earlier or changes the architecture (serves one request only)'})
+        continue
+      ctx = _context(config, model, data.num_classes, part_forget, request.retain, mesh)
+      method = create_method(name, **config_lib.method_hparams(config, name))
+      try:
+        out = ensembles.run_method_ensemble(method, stacked, ctx, seeds=seeds, name=name)
+      except NonFiniteError as e:
+        rows.append({'method': name, 'request': k, 'status': 'diverged', 'error': str(e)})
+        current[name] = None
+        continue
+      # A method that changes the architecture (ACU's analytic head) serves one request.
+      current[name] = out.variables if out.apply_fn is model.apply else None
+      pop = Population(out.variables, out.apply_fn,
+                       outputs(config, out.apply_fn, out.variables, request, mesh))
+      row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop),
+                       seconds=out.seconds)
+      rows.append(dict(row, request=k, **{'speed-up': oracle_seconds / out.seconds}))
+      details[f'{name}@{k}'] = det
+  return rows, details
+
+
+def _worst_case_forget(config, workdir, data, model, mesh, seeds) -> np.ndarray:
+  wc = config.rigorous.worst_case
+  originals, _ = _ensemble(config, model, data.train, seeds, 'original', workdir, mesh)
+  size = max(1, round(wc.fraction * len(data.train.y)))
+  selection = worst_case.select_worst_case(
+      model.apply, ensembles.member(originals, 0), data.train, size, mesh=mesh, seed=config.seed,
+      select_epochs=wc.select_epochs, unlearn_steps=wc.unlearn_steps, theta_lr=wc.theta_lr,
+      w_lr=wc.w_lr, gamma=wc.gamma, batch_size=wc.batch_size)
+  moved = len(np.setdiff1d(selection.indices, selection.initial))
+  logging.info('worst-case selection: %d of %d rows differ from the random start', moved, size)
+  return selection.indices
+
+
+def run_rigorous(config, workdir: str) -> dict:
+  """Runs the configured rigorous evaluation; returns {'rows', 'directory', ...}."""
+  rc = config.rigorous
+  if rc.setting not in SETTINGS:
+    raise MuJaxError(f'Unknown rigorous setting {rc.setting!r}; valid: {", ".join(SETTINGS)}.')
+  if rc.num_models < 4:
+    raise MuJaxError(f'Rigorous evaluation needs at least 4 models per side (U-LiRA folds, the '
+                     f'challenge score); got num_models={rc.num_models}.')
+  for name in method_names(config):   # fail on a bad name before any training
+    create_method(name, **config_lib.method_hparams(config, name))
+  mesh = sharding.make_mesh(config.mesh)
+  data = load_data(config)
+  model = build_model(config, data.num_classes)
+  seeds = [config.seed + m for m in range(rc.num_models)]
+  ref_seeds = [config.seed + rc.num_models + m for m in range(rc.num_models)]
+  slug = request_slug(config.forget)
+  extra: dict[str, Any] = {}
+  oracle_seconds = math.nan
+  if rc.setting == 'sequential':
+    forget_idx = select_forget(config.forget, data.train.y, data.num_classes, config.seed)
+    rows, details = _sequential(config, workdir, data, model, mesh, seeds, forget_idx)
+  elif rc.setting == 'corrective':
+    co = config.rigorous.corrective
+    count = max(1, round(co.fraction * len(data.train.y)))
+    if co.kind == 'label_swap':
+      count -= count % 2
+    manip = settings.manipulate(data.train, co.kind, count, config.seed,
+                                num_classes=data.num_classes, target=co.target,
+                                classes=tuple(co.classes), patch_size=co.patch_size)
+    forget_idx = settings.identified(manip.manipulated, co.identified, config.seed)
+    clean_rows = np.setdiff1d(np.arange(len(data.train.y)), manip.manipulated)
+    attack = settings.attack_split(data.test, manip, target=co.target, classes=tuple(co.classes),
+                                   patch_size=co.patch_size)
+    rows, details, oracle_seconds = _standard(config, workdir, data, model, mesh, seeds,
+                                              ref_seeds, manip.train, forget_idx, attack,
+                                              clean_rows)
+    slug = f'{co.kind}-{co.fraction:g}-identified-{co.identified:g}'
+    extra['manipulated'] = int(len(manip.manipulated))
+  else:
+    if rc.setting == 'worst_case':
+      forget_idx = _worst_case_forget(config, workdir, data, model, mesh, seeds)
+      slug = f'worst-{rc.worst_case.fraction:g}'
+    else:
+      forget_idx = select_forget(config.forget, data.train.y, data.num_classes, config.seed)
+    rows, details, oracle_seconds = _standard(config, workdir, data, model, mesh, seeds,
+                                              ref_seeds, data.train, forget_idx)
+  directory = os.path.join(workdir, 'results', slug,
+                           'rigorous' if rc.setting == 'standard' else f'rigorous-{rc.setting}')
+  save_indices(os.path.join(directory, 'forget_indices.npy'), forget_idx)
+  write_report(config, rows, details, directory, extra=dict(
+      extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train.y)),
+      oracle_seconds=oracle_seconds, devices=jax.device_count(),
+      device_kind=jax.devices()[0].device_kind))
+  return {'rows': rows, 'directory': directory, 'details': details}
+
+
+# ---- report ------------------------------------------------------------------
+
+def _cell(value) -> str:
+  if isinstance(value, float):
+    if math.isnan(value):
+      return '—'
+    if math.isinf(value):
+      return '> budget'
+    return f'{value:.3f}' if abs(value) < 10 else f'{value:.1f}'
+  return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+  """The rigorous table; extra columns (request, ASR) are added when present."""
+  columns = list(COLUMNS)
+  if any('request' in r for r in rows):
+    columns.insert(0, 'request')
+  if any('ASR' in r for r in rows):
+    columns.insert(columns.index('MIA'), 'ASR')
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '|'.join('---' for _ in columns) + '|']
+  for row in rows:
+    cells = [_cell(row.get(c, math.nan)) for c in columns]
+    if row.get('status'):
+      start = columns.index('method') + 1
+      cells[start:] = [row['status']] + ['—'] * (len(cells) - start - 1)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _jsonable(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return None if math.isnan(value) else ('inf' if value > 0 else '-inf')
+  return value
+
+
+def write_report(config, rows: list[dict], details: dict, directory: str, *,
+                 extra: dict) -> None:
+  """results.md / .json / .csv, details.npz and the PNG plots into `directory`."""
+  os.makedirs(directory, exist_ok=True)
+  atomic_write(os.path.join(directory, 'results.md'), markdown_table(rows) + '\n')
+  clean = [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+  atomic_write(os.path.join(directory, 'results.json'), json.dumps(
+      {'rows': clean, 'config': config.to_dict(), **extra}, indent=2, default=str) + '\n')
+  fields = list(dict.fromkeys(k for row in rows for k in row))
+  buf = io.StringIO()
+  csv.DictWriter(buf, fieldnames=fields).writeheader()
+  csv.DictWriter(buf, fieldnames=fields).writerows(clean)
+  atomic_write(os.path.join(directory, 'results.csv'), buf.getvalue())
+  arrays = {f'{name}/{key}': np.asarray(value) for name, det in details.items()
+            for key, value in det.items()}
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.npz.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez_compressed(f, **arrays)
+  os.replace(tmp, os.path.join(directory, 'details.npz'))
+  if config.rigorous.plots:
+    plots.write_all(rows, details, directory)

@@ -1,0 +1,31 @@
+"""The evaluation notebook runs end to end on the CPU (smoke settings) and shows its outputs."""
+import os
+
+import nbformat
+from absl.testing import absltest
+from nbclient import NotebookClient
+
+from tests import helpers
+
+
+class EvaluationNotebookTest(absltest.TestCase):
+
+  def test_notebook_runs_and_shows_the_table_and_plots(self):
+    nb = nbformat.read(os.path.join(helpers.ROOT, 'colab', 'evaluation.ipynb'), as_version=4)
+    workdir = self.create_tempdir().full_path
+    nb.cells[1].source = (f"ARG = 'smoke=True,mesh=data:1,epochs=1'\nREPO = {helpers.ROOT!r}\n"
+                          f"WORKDIR = {workdir!r}")
+    NotebookClient(nb, timeout=600, kernel_name='python3',
+                   resources={'metadata': {'path': helpers.ROOT}}).execute()
+    table = nb.cells[5].outputs[0]['data']['text/markdown']
+    for row in ('original', 'retrain', 'ft', 'ssd'):
+      self.assertIn(f'| {row} |', table)
+    images = [o for o in nb.cells[7].outputs if 'image/png' in o.get('data', {})]
+    self.assertLen(images, 4)
+    directory = os.path.join(workdir, 'results', 'class-0', 'rigorous')
+    for name in ('results.md', 'results.json', 'details.npz', 'forget_indices.npy'):
+      self.assertTrue(os.path.exists(os.path.join(directory, name)), name)
+
+
+if __name__ == '__main__':
+  absltest.main()
