@@ -19,7 +19,7 @@ class ConfigTest(absltest.TestCase):
 
   def test_ssd_alpha_follows_the_request(self):
     self.assertEqual(helpers.load_config('digits_mlp', 'forget=class:3').unlearn.ssd
-                     .selection_weighting, 50.0)
+                     .selection_weighting, 7.0)
     self.assertEqual(helpers.load_config('digits_mlp', 'forget=random:0.1').unlearn.ssd
                      .selection_weighting, 10.0)
 
