@@ -48,6 +48,22 @@ class EnsembleTest(parameterized.TestCase):
       alone = _alone_with_mask(self.model, self.cfg, self.data, m, masks[m])
       assert_trees_close(ensembles.member(stacked, m), alone, rtol=1e-5, atol=1e-6)
 
+  def test_member_loop_equals_vmap_for_a_cnn(self):
+    # Convolutional members step one after another on CPU (lax.map): same result.
+    cnn = create_model('cnn', 3)
+    data = helpers.blobs(32, dim=8 * 8)
+    data = data._replace(x=data.x.reshape(32, 8, 8, 1))
+    cfg = recipe(epochs=1, batch_size=16)
+    masks = ensembles.subset_masks(32, 2, 0.5, seed=0)
+    mesh = sharding.make_mesh('data:1')
+    out = [ensembles.train_ensemble(cnn, cfg, data, seeds=[0, 1], masks=masks, mesh=mesh,
+                                    vectorize=v) for v in (True, False, None)]
+    assert_trees_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+    assert_trees_close(out[1], out[2], rtol=0, atol=0)
+    self.assertFalse(ensembles._vectorize(out[0]['params']))
+    self.assertTrue(ensembles._vectorize(
+        ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0], mesh=mesh)['params']))
+
   def test_eight_devices_match_one(self):
     masks = ensembles.subset_masks(64, 3, 0.5, seed=1)
     out = [ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0, 1, 2],
