@@ -99,14 +99,39 @@ def _summing_stats(step: Callable) -> Callable:
   return run
 
 
-def _zero_stats() -> dict[str, np.ndarray]:
-  return {k: np.zeros((), np.float32) for k in ('loss_sum', 'correct', 'count')}
+def zero_stats(mesh) -> dict[str, jax.Array]:
+  """Replicated zero sums for `sharded_training`'s step to add a batch's statistics to."""
+  return sharding.replicate({k: np.zeros((), np.float32)
+                             for k in ('loss_sum', 'correct', 'count')}, mesh)
 
 
 def init_state(model: Model, tx, sample_x: np.ndarray, seed: int) -> TrainState:
   variables = model.init(jax.random.PRNGKey(seed), jnp.asarray(sample_x[:1]))
   params, model_state = split_variables(variables)
   return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+
+
+def sharded_training(model: Model, train_cfg, steps_per_epoch: int, sample_x: np.ndarray, *,
+                     seed: int, mesh) -> tuple[TrainState, Callable]:
+  """The initial state, placed with its shardings, and the jitted step.
+
+  step(state, totals, batch) -> (state, totals + batch statistics) takes a
+  batch split over 'data' (`sharding.shard_batch`), donates the state and
+  totals it replaces, and keeps the state's shardings (`sharding.state_sharding`).
+  The state is initialized by one jitted call straight into those shardings,
+  so a state split over 'model' is never whole on one device.
+  """
+  tx = optimizer_from_config(train_cfg, steps_per_epoch)
+  init = lambda seed_, sample: init_state(model, tx, sample, seed_)
+  seed_, sample = sharding.replicate((np.uint32(seed), sample_x[:1]), mesh)
+  state_shardings = sharding.state_sharding(jax.eval_shape(init, seed_, sample), mesh)
+  state = jax.jit(init, out_shardings=state_shardings)(seed_, sample)
+  step = jax.jit(
+      _summing_stats(make_train_step(model.apply, tx,
+                                     train_cfg.get('gradient_restriction', 0.0))),
+      in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0, 1))
+  return state, step
 
 
 def train_model(model: Model, train_cfg, data: Split, *, seed: int,
@@ -117,28 +142,17 @@ def train_model(model: Model, train_cfg, data: Split, *, seed: int,
     raise MuJaxError(f'Cannot train the {name}: its training set is empty.')
   sharding.check_batch_size(train_cfg.batch_size, mesh)
   steps = num_batches(len(data.y), train_cfg.batch_size)
-  tx = optimizer_from_config(train_cfg, steps)
-  # Initialized by one jitted call straight into its shardings: a state split
-  # over 'model' is never whole on one device.
-  init = lambda seed_, sample: init_state(model, tx, sample, seed_)
-  seed_, sample = sharding.replicate((np.uint32(seed), data.x[:1]), mesh)
-  state_shardings = sharding.state_sharding(jax.eval_shape(init, seed_, sample), mesh)
-  state = jax.jit(init, out_shardings=state_shardings)(seed_, sample)
+  state, step_fn = sharded_training(model, train_cfg, steps, data.x, seed=seed, mesh=mesh)
   start, seconds = 0, 0.0
   if store is not None and store.latest_step() is not None:
     state, meta = store.restore(store.latest_step(), state)
     start, seconds = meta['epoch'], meta['train_seconds']
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)
-  step_fn = jax.jit(
-      _summing_stats(make_train_step(model.apply, tx,
-                                     train_cfg.get('gradient_restriction', 0.0))),
-      in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0, 1))
   arrays = {'x': data.x, 'y': data.y}
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()
-    totals = sharding.replicate(_zero_stats(), mesh)
+    totals = zero_stats(mesh)
     batches = epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
     for batch in tqdm(batches, total=steps, leave=False, disable=not sys.stderr.isatty(),
                       desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
