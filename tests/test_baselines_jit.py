@@ -42,10 +42,10 @@ class JitTest(parameterized.TestCase):
     jitted = run_method(method, variables, ctx)
     state = method.prepare(ctx, variables)
     with jax.disable_jit():
-      if method.stream.source == 'none':
-        state, _ = method.update(ctx.spec, state, None)
-      for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
-        for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
+      for epoch in range(method.stream.epochs):
+        batches = (method.batches(ctx, epoch) if method.batches else
+                   ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
+        for batch in batches:
           state, _ = method.update(ctx.spec, state, batch)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-5, atol=1e-6)
 

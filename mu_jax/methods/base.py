@@ -85,6 +85,10 @@ class Method(NamedTuple):
   # True: `update` and `result` run with 64-bit types enabled (jax.enable_x64),
   # for float64 state such as ACU's ridge head, which 32-bit jit would truncate.
   x64: bool = False
+  # Methods with their own batch schedule (SCRUB's alternating passes over D_f
+  # and D_r): batches(ctx, epoch) -> that epoch's sharded batches, used instead
+  # of the stream's; `stream` still sets the epochs (and a source other than 'none').
+  batches: Callable[[Context, int], Iterator[dict]] | None = None
 
 
 class Unlearned(NamedTuple):
@@ -117,7 +121,9 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
       steps = 1
     for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
       losses = []
-      for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
+      batches = (method.batches(ctx, epoch) if method.batches else
+                 ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
+      for batch in batches:
         state, stats = update(ctx.spec, state, batch)
         losses.append(stats['loss'])
         steps += 1
