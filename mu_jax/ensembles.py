@@ -74,30 +74,31 @@ def _recipe_key(train_cfg, steps_per_epoch: int) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _training_fns(model: Model, recipe: tuple, vectorize: bool = True):
-  """Jitted (vmapped init, step), built once per model and recipe: every
-  ensemble of a run (originals, oracles, references) reuses the compilation.
-  The step is vmapped over members, or with vectorize=False a `lax.map` (the
-  members' steps one after another inside the one compiled call)."""
+def _training_fns(model: Model, recipe: tuple):
+  """Jitted (vmapped init, vmapped step, one member's step), built once per
+  model and recipe: every ensemble of a run (originals, oracles, references)
+  reuses the compilation."""
   optimizer, lr, momentum, weight_decay, schedule, total, restriction = recipe
   tx = make_optimizer(optimizer, lr, total_steps=total, momentum=momentum,
                       weight_decay=weight_decay, schedule=schedule)
   init = jax.jit(jax.vmap(lambda seed, sample: init_state(model, tx, sample, seed),
                           in_axes=(0, None)))
   one = make_train_step(model.apply, tx, restriction)
-  members = jax.vmap(one) if vectorize else (
-      lambda state, batch: jax.lax.map(lambda sb: one(*sb), (state, batch)))
-  step = jax.jit(members, donate_argnums=0)
-  return init, step
+  return init, jax.jit(jax.vmap(one), donate_argnums=0), jax.jit(one, donate_argnums=0)
 
 
 def _vectorize(params) -> bool:
-  """False for convolutional models on CPU: XLA:CPU lowers a convolution vmapped
-  over kernels to a grouped convolution, about 6x slower than the members'
-  convolutions one after another (2-member Fashion-MNIST CNN gradients,
-  batch 128: 12.7 s against 2.1 s, measured side by side on a 2-core CPU)."""
+  """False for convolutional models on CPU, whose members then train one
+  after another: XLA:CPU lowers a convolution vmapped over kernels to a
+  grouped convolution, and a `lax.map` over members is slower still (2-member
+  Fashion-MNIST CNN, batch 128, Adam step, on a 2-core CPU under load: vmap
+  2.2 s, lax.map 9.7 s, the two members' own steps 0.30 s)."""
   convolutional = any(leaf.ndim >= 5 for leaf in jax.tree.leaves(params))  # [M, h, w, in, out]
   return not (convolutional and jax.default_backend() == 'cpu')
+
+
+def _unstack(stacked, count: int) -> list:
+  return [jax.tree.map(lambda leaf: leaf[m], stacked) for m in range(count)]
 
 
 def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
@@ -110,7 +111,9 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   `shard_members` the members themselves are split over that axis (each
   device trains M / devices members on their own batches, with no
   communication), which needs M divisible by the axis size. `vectorize`
-  picks vmap (True) or lax.map (False) over members; None: see `_vectorize`.
+  picks one vmapped step for all members (True) or each member's own step
+  in turn on the same batches (False; not with `shard_members`); None: see
+  `_vectorize`. Both give the same members.
   """
   n = len(data.y)
   masks = np.ones((len(seeds), n), bool) if masks is None else np.asarray(masks, bool)
@@ -120,25 +123,33 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
   recipe = _recipe_key(train_cfg, num_batches(n, train_cfg.batch_size))
-  init = _training_fns(model, recipe)[0]
+  init, step, member_step = _training_fns(model, recipe)
   state = init(jnp.asarray(seeds, jnp.uint32), jnp.asarray(data.x[:1]))
   if vectorize is None:
-    vectorize = _vectorize(state.params)
-  step = _training_fns(model, recipe, vectorize)[1]
+    vectorize = shard_members or _vectorize(state.params)
   if shard_members:
     if len(seeds) % sharding.data_size(mesh):
       raise MuJaxError(f'{len(seeds)} ensemble members do not divide over '
                        f'{sharding.data_size(mesh)} devices; use a multiple of the data axis size.')
+    if not vectorize:
+      raise MuJaxError('shard_members needs the vmapped step; drop vectorize=False.')
     state = jax.device_put(state, NamedSharding(mesh, P(sharding.DATA_AXIS)))
     batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS, None))
   else:
     sharding.check_batch_size(train_cfg.batch_size, mesh)
     state = sharding.replicate(state, mesh)
     batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
+  states = None if vectorize else _unstack(state, len(seeds))
   for epoch in range(train_cfg.epochs):
     for batch in _stacked_batches({'x': data.x, 'y': data.y}, masks, seeds,
                                   train_cfg.batch_size, epoch):
-      state, _ = step(state, jax.device_put(batch, batch_sharding))
+      batch = jax.device_put(batch, batch_sharding)
+      if vectorize:
+        state, _ = step(state, batch)
+      else:
+        states = [member_step(st, b)[0] for st, b in zip(states, _unstack(batch, len(states)))]
+  if not vectorize:
+    state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
   return merge_variables(state.params, state.model_state)
 
 
