@@ -238,17 +238,20 @@ def _finite(tree) -> bool:
 
 
 def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: Sequence[int],
-                        name: str = 'method') -> EnsembleUnlearned:
+                        name: str = 'method', vectorize: bool | None = None) -> EnsembleUnlearned:
   """Runs `method` on every member of `stacked`, member m with seed seeds[m].
 
   Each member's `prepare` runs on its own (statistics passes are host loops
   of compiled functions, compiled once and reused by every member), with
   `ctx.seed` replaced by its seed and no statistics cache (each member is a
   different model). Then:
-  - iterative methods (stream 'forget' / 'retain' / 'union': ft, ga, rl and
-    every method built on `methods.gradient`) stack the members' states and
-    take ONE vmapped, jitted update per batch for all members, every member
-    seeing the same batches (drawn with `ctx.seed`);
+  - iterative methods (a stream other than 'none': ft, ga, rl and every
+    method built on `methods.gradient`) stack the members' states and take
+    ONE vmapped, jitted update per batch for all members, every member seeing
+    the same batches (the stream's, or the method's own `batches` schedule,
+    drawn with `ctx.seed`); with `vectorize=False` (default for convolutional
+    models on CPU, see `_vectorize`) each member takes its own jitted update
+    of the same batch in turn;
   - one-shot methods (stream 'none': ssd, iau, acu, dmm) apply their single
     jitted update member by member, since their cost is in `prepare`.
   A non-finite loss or result in any member raises NonFiniteError.
@@ -264,26 +267,39 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
                            sharding.replicate(member(stacked, m), ctx.mesh))
             for m, s in enumerate(seeds)]
   spec, iterative = ctx.spec, method.stream.source != 'none'
+  vectorize = iterative and (_vectorize(stacked['params']) if vectorize is None else vectorize)
+  own_batches = getattr(method, 'batches', None)
   with jax.enable_x64(True) if getattr(method, 'x64', False) else contextlib.nullcontext():
+    one = jax.jit(method.update, static_argnums=0)
     if iterative:
-      state = stack(states)
-      update = jax.jit(jax.vmap(lambda st, batch: method.update(spec, st, batch),
-                                in_axes=(0, None)))
+      if vectorize:
+        state = stack(states)
+        update = jax.jit(jax.vmap(lambda st, batch: method.update(spec, st, batch),
+                                  in_axes=(0, None)))
       steps = 0
       for epoch in range(method.stream.epochs):
         losses = []
-        for batch in ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch):
-          state, stats = update(state, batch)
-          losses.append(stats['loss'])
+        batches = (own_batches(ctx, epoch) if own_batches else
+                   ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
+        for batch in batches:
+          if vectorize:
+            state, stats = update(state, batch)
+            losses.append(stats['loss'])
+          else:
+            stepped = [one(spec, st, batch) for st in states]
+            states = [st for st, _ in stepped]
+            losses += [stats['loss'] for _, stats in stepped]
           steps += 1
         if not _finite(losses):
           raise NonFiniteError(f'The {name} loss in epoch {epoch + 1} became non-finite in '
                                'some ensemble member; lower the learning rate.')
-      out = jax.vmap(method.result)(state)
-      final = [member(state, m) for m in range(len(seeds))] if method.report else []
+      if vectorize:
+        out = jax.vmap(method.result)(state)
+        final = [member(state, m) for m in range(len(seeds))] if method.report else []
+      else:
+        out, final = stack([method.result(st) for st in states]), states
     else:
-      update = jax.jit(method.update, static_argnums=0)
-      final = [update(spec, st, None)[0] for st in states]
+      final = [one(spec, st, None)[0] for st in states]
       out = stack([method.result(st) for st in final])
       steps = 1
   if not _finite(out):
@@ -296,4 +312,4 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
   if method.report:
     reports = [method.report(st) for st in final]
     info = {k: [float(r[k]) for r in reports] for k in reports[0]}
-  return EnsembleUnlearned(out, seconds, steps, apply_fn, iterative, info)
+  return EnsembleUnlearned(out, seconds, steps, apply_fn, vectorize, info)

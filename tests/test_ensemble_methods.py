@@ -30,17 +30,30 @@ class EnsembleMethodTest(absltest.TestCase):
 
   def test_iterative_method_is_vmapped_and_equals_each_member_alone(self):
     for name, batches in (('ft', 3), ('rl', 4)):   # 48 retain or 64 union rows, batch 16
-      method = create_method(name, epochs=2, batch_size=16)
+      method = create_method(name, epochs=1, batch_size=16)
       out = ensembles.run_method_ensemble(method, self.stacked, self.ctx, seeds=self.seeds)
       self.assertTrue(out.vmapped)
-      self.assertEqual(out.steps, 2 * batches)
+      self.assertEqual(out.steps, batches)
       # Every member sees the batches of ctx.seed; member 0's seed is ctx.seed,
       # so it is exactly the method run alone (rl also draws its labels by seed).
-      members = range(3) if name == 'ft' else [0]
+      members = [0, 2] if name == 'ft' else [0]
       for m in members:
         alone = run_method(method, ensembles.member(self.stacked, m), self.ctx)
         assert_trees_close(ensembles.member(out.variables, m), alone.variables,
                            rtol=1e-5, atol=1e-6)
+
+  def test_members_in_turn_and_methods_with_their_own_batches(self):
+    ft = create_method('ft', epochs=1, batch_size=16)
+    vmapped = ensembles.run_method_ensemble(ft, self.stacked, self.ctx, seeds=self.seeds)
+    in_turn = ensembles.run_method_ensemble(ft, self.stacked, self.ctx, seeds=self.seeds,
+                                            vectorize=False)
+    self.assertFalse(in_turn.vmapped)
+    assert_trees_close(vmapped.variables, in_turn.variables, rtol=1e-5, atol=1e-6)
+    scrub = create_method('scrub', epochs=1, forget_batch_size=8, retain_batch_size=16)
+    out = ensembles.run_method_ensemble(scrub, self.stacked, self.ctx, seeds=self.seeds)
+    alone = run_method(scrub, ensembles.member(self.stacked, 0), self.ctx)
+    self.assertEqual(out.steps, alone.steps)
+    assert_trees_close(ensembles.member(out.variables, 0), alone.variables, rtol=1e-5, atol=1e-6)
 
   def test_one_shot_method_loops_over_members_with_their_seeds(self):
     method = create_method('ssd', batch_size=16)
