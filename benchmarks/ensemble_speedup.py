@@ -110,7 +110,8 @@ def main(argv):
   atomic_write(_OUT.value, json.dumps({
       'models': len(seeds), 'seconds': dict(rows), 'speed_up': {n: s / vmapped for n, s in rows},
       'max_abs_diff': diff, 'test_acc_vmapped': float(acc_vmapped.mean()),
-      'test_acc_one_by_one': float(acc_alone.mean()), 'cores': os.cpu_count(), 'device': jax.devices()[0].device_kind,
+      'test_acc_one_by_one': float(acc_alone.mean()), 'cores': os.cpu_count(),
+      'device': jax.devices()[0].device_kind,
       'epochs': config.train.epochs, 'batch_size': config.train.batch_size}, indent=2) + '\n')
 
 

@@ -14,7 +14,7 @@ def main():
   config, workdir = cli.CONFIG.value, cli.workdir()
   result = run_rigorous(config, workdir)
   rc = config.rigorous
-  print(f'\n{config.data.source} / {config.model.name} / forget={config.forget} / '
+  print(f"\n{config.data.source} / {config.model.name} / request {result['request']} / "
         f'setting={rc.setting} / {rc.num_models} models per side\n')
   print(markdown_table(result['rows']))
   print(f"\nwall time {time.perf_counter() - began:.1f}s; results in {result['directory']}/")

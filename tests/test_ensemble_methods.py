@@ -1,7 +1,6 @@
 """Methods on every member of an ensemble, member-sharded training, Orbax caching."""
 import os
 
-import numpy as np
 from absl.testing import absltest
 
 from mu_jax import ensembles, sharding

@@ -30,18 +30,22 @@ def _save(fig, path: str) -> None:
   os.replace(tmp, path)
 
 
+def _color(i: int):
+  return plt.get_cmap('tab20')(i % 20)
+
+
 def tradeoff(rows: list[dict], path: str) -> None:
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for r in _scored(rows):
+  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  for i, r in enumerate(_scored(rows)):
     oracle = r['method'] == 'retrain'
     ax.errorbar(r['UA'], r['RA'], xerr=r.get('UA std', 0), yerr=r.get('RA std', 0),
-                fmt='*' if oracle else 'o', ms=14 if oracle else 6, capsize=2,
-                color='black' if oracle else None, zorder=3 if oracle else 2)
-    ax.annotate(r['method'], (r['UA'], r['RA']), textcoords='offset points', xytext=(4, 4),
-                fontsize=7)
+                fmt='*' if oracle else 'o', ms=18 if oracle else 6, capsize=2,
+                color='black' if oracle else _color(i), zorder=3 if oracle else 2,
+                mfc='none' if oracle else _color(i), label=r['method'])
   ax.set(xlabel='UA (%): 100 − forget accuracy', ylabel='RA (%): retain accuracy',
-         title='Forgetting vs retained accuracy (★ oracle: retraining)')
+         title='Forgetting vs retained accuracy, mean ± std over the models (★ oracle)')
   ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
   _save(fig, path)
 
 
@@ -63,7 +67,7 @@ def margin_histograms(rows: list[dict], details: dict, oracle_margins: np.ndarra
   names = [r['method'] for r in _scored(rows) if r['method'] in details][:MAX_HISTOGRAM_ROWS]
   examples = chosen_examples(details['original']['klom_forget'] if 'original' in details
                              else details[names[0]]['klom_forget'])
-  fig, axes = plt.subplots(len(names), len(examples), squeeze=False,
+  fig, axes = plt.subplots(len(names), len(examples), squeeze=False, layout='constrained',
                            figsize=(3.2 * len(examples), 1.6 * len(names)))
   for i, name in enumerate(names):
     for j, (label, e) in enumerate(examples):
@@ -85,14 +89,14 @@ def margin_histograms(rows: list[dict], details: dict, oracle_margins: np.ndarra
 
 def roc(rows: list[dict], details: dict, path: str) -> None:
   fig, ax = plt.subplots(figsize=(5, 5))
-  for r in _scored(rows):
+  for i, r in enumerate(_scored(rows)):
     d = details.get(r['method'])
     if d is None:
       continue
     scores = np.concatenate([d['ulira_u'].ravel(), d['ulira_o'].ravel()])
     labels = np.concatenate([np.ones(d['ulira_u'].size), np.zeros(d['ulira_o'].size)])
     fpr, tpr, _ = roc_curve(labels, scores)
-    ax.plot(fpr, tpr, lw=1, label=f"{r['method']} (AUC {auc(fpr, tpr):.2f})")
+    ax.plot(fpr, tpr, lw=1, color=_color(i), label=f"{r['method']} (AUC {auc(fpr, tpr):.2f})")
   ax.plot([0, 1], [0, 1], 'k--', lw=1, label='indistinguishable')
   ax.set(xlabel='false positive rate (oracle called unlearned)',
          ylabel='true positive rate (unlearned called unlearned)',
@@ -103,12 +107,12 @@ def roc(rows: list[dict], details: dict, path: str) -> None:
 
 def cost_quality(rows: list[dict], path: str) -> None:
   fig, ax = plt.subplots(figsize=(6, 4.5))
-  for r in _scored(rows):
+  for i, r in enumerate(_scored(rows)):
     if r['method'] == 'original' or not r.get('seconds', 0) > 0:
       continue
     oracle = r['method'] == 'retrain'
     ax.scatter(r['seconds'], r['KLoM f p95'], marker='*' if oracle else 'o',
-               s=160 if oracle else 30, color='black' if oracle else None, zorder=3)
+               s=160 if oracle else 30, color='black' if oracle else _color(i), zorder=3)
     ax.annotate(r['method'], (r['seconds'], r['KLoM f p95']), textcoords='offset points',
                 xytext=(4, 4), fontsize=7)
   ax.set_xscale('log')

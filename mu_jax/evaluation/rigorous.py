@@ -217,7 +217,7 @@ def score(config, name: str, pop: Population, oracle: Population, *,
       'KLoM f mean': kl_sum['forget'].mean, 'KLoM f p95': kl_sum['forget'].p95,
       'KLoM f p99': kl_sum['forget'].p99, 'KLoM r p95': kl_sum['retain'].p95,
       'KLoM v p95': kl_sum.get('val', nan).p95,
-      'U-LiRA': float(50.0 * (np.mean(scores_u > 0) + np.mean(scores_o <= 0))),
+      'U-LiRA': ulira.accuracy(scores_u, scores_o),
       'F': ch.forget_quality, 'score': ch.score,
       'relearn': float(np.median(relearn_steps)) if relearn_steps is not None else math.nan,
       'seconds': seconds, 'models': n,
@@ -391,7 +391,11 @@ def _worst_case_forget(config, workdir, data, model, mesh, seeds) -> np.ndarray:
 
 
 def run_rigorous(config, workdir: str) -> dict:
-  """Runs the configured rigorous evaluation; returns {'rows', 'directory', ...}."""
+  """Runs the configured rigorous evaluation.
+
+  Returns {'rows': table rows, 'directory': where the results went, 'details':
+  per-example arrays by row, 'request': the forget request's folder name}.
+  """
   rc = config.rigorous
   if rc.setting not in SETTINGS:
     raise MuJaxError(f'Unknown rigorous setting {rc.setting!r}; valid: {", ".join(SETTINGS)}.')
@@ -443,7 +447,7 @@ def run_rigorous(config, workdir: str) -> dict:
       extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train.y)),
       oracle_seconds=oracle_seconds, devices=jax.device_count(),
       device_kind=jax.devices()[0].device_kind))
-  return {'rows': rows, 'directory': directory, 'details': details}
+  return {'rows': rows, 'directory': directory, 'details': details, 'request': slug}
 
 
 # ---- report ------------------------------------------------------------------

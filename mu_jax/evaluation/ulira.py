@@ -9,11 +9,12 @@ first Gaussian. Over balanced targets from both sides the attack's accuracy
 is 50% when unlearning is indistinguishable from retraining.
 
 Here the N unlearned models and N oracles are split into `folds` folds (the
-same seeded permutation on both sides when they have equal sizes); each fold in turn is the targets and the rest
-are the shadows, so every model is attacked exactly once, by Gaussians it did
-not help fit. Means and standard deviations are the maximum-likelihood fits
-(scipy.stats.norm.fit), with LiRA's 1e-30 added to each standard deviation.
-A tie (equal likelihoods) is called "retrained".
+same seeded permutation on both sides when they have equal sizes); each fold
+in turn is the targets and the rest are the shadows, so every model is
+attacked exactly once, by Gaussians it did not help fit. Means and standard
+deviations are the maximum-likelihood fits (scipy.stats.norm.fit), with
+LiRA's 1e-30 added to each standard deviation. A tie (equal likelihoods) is
+called "retrained".
 """
 import numpy as np
 
@@ -64,9 +65,13 @@ def ulira_scores(unlearned, oracle, *, folds: int = FOLDS,
   return scores_u, scores_o
 
 
-def ulira_accuracy(unlearned, oracle, *, folds: int = FOLDS, seed: int = 0) -> float:
-  """Balanced attack accuracy in percent over all targets and examples (50 is ideal)."""
-  scores_u, scores_o = ulira_scores(unlearned, oracle, folds=folds, seed=seed)
-  if scores_u.shape[1] == 0:
+def accuracy(scores_u: np.ndarray, scores_o: np.ndarray) -> float:
+  """Balanced accuracy in percent of the calls "unlearned" (score > 0) and "retrained"."""
+  if scores_u.size == 0:
     return float('nan')
   return float(50.0 * (np.mean(scores_u > 0) + np.mean(scores_o <= 0)))
+
+
+def ulira_accuracy(unlearned, oracle, *, folds: int = FOLDS, seed: int = 0) -> float:
+  """Balanced attack accuracy in percent over all targets and examples (50 is ideal)."""
+  return accuracy(*ulira_scores(unlearned, oracle, folds=folds, seed=seed))
