@@ -8,6 +8,7 @@ import tempfile
 import numpy as np
 from absl.testing import absltest, parameterized
 
+from mu_jax.methods import METHODS
 from tests import helpers
 
 
@@ -63,8 +64,7 @@ class BenchmarkTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('unknown_method', ['--config=configs/digits_mlp.py:smoke=True,methods=ft+foo'],
-       "Unknown method 'foo'; valid names are: acu, dm_direct, dmm, ft, ga, iau, "
-       'oracle_matching, rl, ssd.'),
+       f"Unknown method 'foo'; valid names are: {', '.join(METHODS.names())}."),
       ('unknown_dataset', ['--config=configs/digits_mlp.py:source=mnist'],
        "Unknown dataset source 'mnist'; valid names are: digits, idx, tfds."),
       ('unknown_model', ['--config=configs/digits_mlp.py', '--config.model.name=vgg'],
