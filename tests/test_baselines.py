@@ -47,15 +47,17 @@ class RegistryTest(parameterized.TestCase):
         ('smooth', dict(method='smooth'), 'cannot wrap itself'),
         ('smooth', dict(overrides='lr=1'), "'lr=1' is not key=value with a key among"),
         ('smooth', dict(overrides='epochs=many'), "does not fit the default 10"),
+        ('smooth', dict(overrides='epochs=2.5'), "does not fit the default 10"),
     ]:
       with self.assertRaisesRegex(MuJaxError, message):
         create_method(name, **hparams)
 
   def test_smooth_overrides_are_typed_like_the_wrapped_defaults(self):
-    got = smooth.parse_overrides('learning_rate=1e-3; epochs=3,optimizer=adam',
-                          method_defaults('npo'))
-    self.assertEqual(got, {'learning_rate': 1e-3, 'epochs': 3, 'optimizer': 'adam'})
+    got = smooth.parse_overrides('learning_rate=1; epochs=3,optimizer=adam',
+                                 method_defaults('npo'))
+    self.assertEqual(got, {'learning_rate': 1.0, 'epochs': 3, 'optimizer': 'adam'})
     self.assertIsInstance(got['epochs'], int)
+    self.assertIsInstance(got['learning_rate'], float)
 
 class SalUnTest(absltest.TestCase):
 

@@ -42,7 +42,11 @@ def parse_overrides(overrides: str, defaults: dict) -> dict:
         out[key] = {'true': True, 'false': False}[value.lower()]
       else:
         parsed = ast.literal_eval(value)
-        out[key] = parsed if default is None else type(default)(parsed)
+        if isinstance(default, float) and type(parsed) is int:
+          parsed = float(parsed)
+        if default is not None and type(parsed) is not type(default):
+          raise TypeError(value)
+        out[key] = parsed
     except (KeyError, ValueError, SyntaxError, TypeError) as e:
       raise MuJaxError(f'Override {item!r}: {value!r} does not fit the default '
                        f'{default!r}.') from e
