@@ -220,11 +220,7 @@ class Pass:
   def train_epoch(self):
     totals = zero_stats(self.mesh)
     for b in self.batches:
-      self.state, totals = self.step(self.state, totals, b)
-      if sharding.data_size(self.mesh) > 1 and jax.devices()[0].platform == 'cpu':
-        # Fake CPU devices: with several steps in flight, their all-reduces
-        # can hold every pool thread and wait on each other forever.
-        jax.block_until_ready(totals)
+      self.state, totals = sharding.pace(self.step(self.state, totals, b), self.mesh)
     return totals
 
   def importance(self, kind='batch', batch_size=None):

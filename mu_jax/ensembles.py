@@ -25,10 +25,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mu_jax import checkpoint, sharding
 from mu_jax.data import Split
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
-from mu_jax.methods.base import Context, Method, SOURCES
-from mu_jax.models import Model, merge_variables
+from mu_jax.methods.base import Context, Method, SOURCES, epoch_stream
+from mu_jax.models import Model, merge_variables, vmap_is_slow
 from mu_jax.optim import make_optimizer
 from mu_jax.train import init_state, make_train_step
 
@@ -49,20 +49,34 @@ def member(stacked, m: int):
   return jax.tree.map(lambda leaf: leaf[m], stacked)
 
 
+def map_members(fn: Callable, *stacked):
+  """fn over the members of equally stacked pytrees, results stacked: a vmap,
+  or member after member where a vmap would lower convolutions to grouped
+  ones (see `vectorizes`); traceable either way."""
+  if vectorizes(stacked[0]):
+    return jax.vmap(fn)(*stacked)
+  return stack([fn(*(member(tree, m) for tree in stacked))
+                for m in range(num_members(stacked[0]))])
+
+
 def ensemble_apply(apply_fn, stacked, x: jax.Array) -> jax.Array:
   """Eval-mode logits [M, N, C] of every member on the same inputs."""
-  return jax.vmap(lambda v: apply_fn(v, x, False)[0])(stacked)
+  return map_members(lambda v: apply_fn(v, x, False)[0], stacked)
 
 
-def _stacked_batches(arrays: dict, masks: np.ndarray, seeds: Sequence[int],
-                     batch_size: int, epoch: int):
-  """Per-member batches [M, B, ...]: member m's own order, weights times its mask."""
-  arrays = dict(arrays, mask=masks.T.astype(np.float32))   # [n, M]: row i's membership
-  members = [epoch_batches(arrays, batch_size, seed=int(s), epoch=epoch) for s in seeds]
-  for parts in zip(*members):
-    out = {k: np.stack([p[k] for p in parts]) for k in ('x', 'y')}
-    out['w'] = np.stack([p['w'] * p['mask'][:, m] for m, p in enumerate(parts)])
-    yield out
+def _epoch_indices(masks: np.ndarray, seeds: Sequence[int], batch_size: int,
+                   epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  """Row indices and weights [S, M, B] of one epoch: member m's own order (as
+  `epoch_batches` with its seed pads and shuffles it), weights times its mask."""
+  n = masks.shape[1]
+  padded = num_batches(n, batch_size) * batch_size
+  idx = np.zeros((len(seeds), padded), np.int32)
+  for m, seed in enumerate(seeds):
+    idx[m, :n] = epoch_order(n, seed=int(seed), epoch=epoch, shuffle=True)
+  w = (np.arange(padded) < n)[None] * np.take_along_axis(masks, idx, axis=1)
+  shape = (len(seeds), -1, batch_size)
+  return (idx.reshape(shape).transpose(1, 0, 2),
+          w.astype(np.float32).reshape(shape).transpose(1, 0, 2))
 
 
 def _recipe_key(train_cfg, steps_per_epoch: int) -> tuple:
@@ -84,17 +98,28 @@ def _training_fns(model: Model, recipe: tuple):
   init = jax.jit(jax.vmap(lambda seed, sample: init_state(model, tx, sample, seed),
                           in_axes=(0, None)))
   one = make_train_step(model.apply, tx, restriction)
-  return init, jax.jit(jax.vmap(one), donate_argnums=0), jax.jit(one, donate_argnums=0)
+  vmapped = jax.vmap(one)
+
+  @functools.partial(jax.jit, donate_argnums=0, static_argnames='batch_sharding')
+  def epoch(state, x, y, idx, w, *, batch_sharding):
+    """Every step of one epoch in one call (idx, w: [S, M, B]); the rows are
+    gathered on device, so no step waits for the host."""
+    def body(st, iw):
+      i, wi = iw
+      batch = jax.lax.with_sharding_constraint({'x': x[i], 'y': y[i], 'w': wi},
+                                               batch_sharding)
+      return vmapped(st, batch)[0], None
+    return jax.lax.scan(body, state, (idx, w))[0]
+
+  return init, epoch, jax.jit(one, donate_argnums=0)
 
 
-def _vectorize(params) -> bool:
-  """False for convolutional models on CPU, whose members then train one
-  after another: XLA:CPU lowers a convolution vmapped over kernels to a
-  grouped convolution, and a `lax.map` over members is slower still (2-member
-  Fashion-MNIST CNN, batch 128, Adam step, on a 2-core CPU under load: vmap
-  2.2 s, lax.map 9.7 s, the two members' own steps 0.30 s)."""
-  convolutional = any(leaf.ndim >= 5 for leaf in jax.tree.leaves(params))  # [M, h, w, in, out]
-  return not (convolutional and jax.default_backend() == 'cpu')
+def vectorizes(stacked) -> bool:
+  """Whether members of `stacked` run vmapped (else one after another): not a
+  convolutional model on CPU (2-member Fashion-MNIST CNN, batch 128, Adam step,
+  2-core CPU under load: vmap 2.2 s, a `lax.map` over members 9.7 s, the two
+  members' own steps 0.30 s)."""
+  return not vmap_is_slow(stacked, stacked=True)
 
 
 def _unstack(stacked, count: int) -> list:
@@ -113,7 +138,7 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   communication), which needs M divisible by the axis size. `vectorize`
   picks one vmapped step for all members (True) or each member's own step
   in turn on the same batches (False; not with `shard_members`); None: see
-  `_vectorize`. Both give the same members.
+  `vectorizes`. Both give the same members.
   """
   n = len(data.y)
   masks = np.ones((len(seeds), n), bool) if masks is None else np.asarray(masks, bool)
@@ -123,10 +148,10 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
   recipe = _recipe_key(train_cfg, num_batches(n, train_cfg.batch_size))
-  init, step, member_step = _training_fns(model, recipe)
+  init, epoch_steps, member_step = _training_fns(model, recipe)
   state = init(jnp.asarray(seeds, jnp.uint32), jnp.asarray(data.x[:1]))
   if vectorize is None:
-    vectorize = shard_members or _vectorize(state.params)
+    vectorize = shard_members or vectorizes(state.params)
   if shard_members:
     if len(seeds) % sharding.data_size(mesh):
       raise MuJaxError(f'{len(seeds)} ensemble members do not divide over '
@@ -139,17 +164,23 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
     sharding.check_batch_size(train_cfg.batch_size, mesh)
     state = sharding.replicate(state, mesh)
     batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
-  states = None if vectorize else _unstack(state, len(seeds))
+  if vectorize:
+    x, y = sharding.replicate((jnp.asarray(data.x), jnp.asarray(data.y)), mesh)
+    schedule = NamedSharding(mesh, P(None, *batch_sharding.spec))   # [S, M, B]
+  else:
+    states = _unstack(state, len(seeds))
   for epoch in range(train_cfg.epochs):
-    for batch in _stacked_batches({'x': data.x, 'y': data.y}, masks, seeds,
-                                  train_cfg.batch_size, epoch):
-      batch = jax.device_put(batch, batch_sharding)
-      if vectorize:
-        state, _ = step(state, batch)
-      else:
-        states = [member_step(st, b)[0] for st, b in zip(states, _unstack(batch, len(states)))]
+    idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
+    if vectorize:
+      state = epoch_steps(state, x, y, *jax.device_put((idx, w), schedule),
+                          batch_sharding=batch_sharding)
+      continue
+    for step_idx, step_w in zip(idx, w):
+      states = [member_step(st, sharding.shard_batch(
+                    {'x': data.x[i], 'y': data.y[i], 'w': wi}, mesh))[0]
+                for st, i, wi in zip(states, step_idx, step_w)]
   if not vectorize:
-    state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    state = stack(states)
   return merge_variables(state.params, state.model_state)
 
 
@@ -250,7 +281,7 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
     ONE vmapped, jitted update per batch for all members, every member seeing
     the same batches (the stream's, or the method's own `batches` schedule,
     drawn with `ctx.seed`); with `vectorize=False` (default for convolutional
-    models on CPU, see `_vectorize`) each member takes its own jitted update
+    models on CPU, see `vectorizes`) each member takes its own jitted update
     of the same batch in turn;
   - one-shot methods (stream 'none': ssd, iau, acu, dmm) apply their single
     jitted update member by member, since their cost is in `prepare`.
@@ -267,9 +298,8 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
                            sharding.replicate(member(stacked, m), ctx.mesh))
             for m, s in enumerate(seeds)]
   spec, iterative = ctx.spec, method.stream.source != 'none'
-  vectorize = iterative and (_vectorize(stacked['params']) if vectorize is None else vectorize)
-  own_batches = getattr(method, 'batches', None)
-  with jax.enable_x64(True) if getattr(method, 'x64', False) else contextlib.nullcontext():
+  vectorize = iterative and (vectorizes(stacked['params']) if vectorize is None else vectorize)
+  with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     one = jax.jit(method.update, static_argnums=0)
     if iterative:
       if vectorize:
@@ -279,9 +309,7 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
       steps = 0
       for epoch in range(method.stream.epochs):
         losses = []
-        batches = (own_batches(ctx, epoch) if own_batches else
-                   ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
-        for batch in batches:
+        for batch in epoch_stream(method, ctx, epoch):
           if vectorize:
             state, stats = update(state, batch)
             losses.append(stats['loss'])

@@ -97,6 +97,20 @@ def shard_batch(batch, mesh: Mesh):
   return jax.tree.map(lambda leaf: _put(leaf, sharding), batch)
 
 
+def pace(tree, mesh: Mesh):
+  """Waits for `tree` when `mesh` spans several CPU devices, else returns at once.
+
+  XLA:CPU runs fake devices on one shared thread pool: with several
+  collective-bearing steps in flight, their all-reduces can hold every pool
+  thread while waiting for devices that have no thread left (seen with 8 fake
+  devices on 2 cores: half the devices waited forever). Real accelerators
+  keep their asynchronous dispatch.
+  """
+  if mesh.size > 1 and mesh.devices.flat[0].platform == 'cpu':
+    jax.block_until_ready(tree)
+  return tree
+
+
 def replicate(tree, mesh: Mesh):
   """Places a pytree on every device of the mesh."""
   sharding = replicated(mesh)

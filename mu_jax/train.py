@@ -156,7 +156,8 @@ def train_model(model: Model, train_cfg, data: Split, *, seed: int,
     batches = epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
     for batch in tqdm(batches, total=steps, leave=False, disable=not sys.stderr.isatty(),
                       desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
-      state, totals = step_fn(state, totals, sharding.shard_batch(batch, mesh))
+      state, totals = sharding.pace(step_fn(state, totals, sharding.shard_batch(batch, mesh)),
+                                    mesh)
     totals = sharding.to_host(totals)
     seconds += time.perf_counter() - began
     loss = float(totals['loss_sum'] / totals['count'])

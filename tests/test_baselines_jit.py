@@ -5,6 +5,7 @@ from absl.testing import absltest, parameterized
 from mu_jax import sharding
 from mu_jax.data import Split
 from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.methods.base import epoch_stream
 from tests import test_methods as tm
 from tests.test_train import assert_trees_close
 
@@ -43,9 +44,7 @@ class JitTest(parameterized.TestCase):
     state = method.prepare(ctx, variables)
     with jax.disable_jit():
       for epoch in range(method.stream.epochs):
-        batches = (method.batches(ctx, epoch) if method.batches else
-                   ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
-        for batch in batches:
+        for batch in epoch_stream(method, ctx, epoch):
           state, _ = method.update(ctx.spec, state, batch)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-5, atol=1e-6)
 

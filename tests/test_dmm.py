@@ -13,7 +13,7 @@ from mu_jax.data import Split
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import datamodels, trak
 from mu_jax.methods import create_method, run_method
-from mu_jax.methods.base import Context, ModelSpec
+from mu_jax.methods.base import Context, ModelSpec, epoch_stream
 from tests.test_methods import context, setting
 from tests.test_train import assert_trees_close
 
@@ -254,7 +254,8 @@ class DmmTest(parameterized.TestCase):
     ctx = context()
     state = method.prepare(ctx, setting()['variables'])
     with jax.disable_jit():
-      state, _ = method.update(ctx.spec, state, None)
+      for batch in epoch_stream(method, ctx, 0):
+        state, _ = method.update(ctx.spec, state, batch)
     assert_trees_close(method.result(state), one.variables, rtol=1e-4, atol=1e-5)
 
 

@@ -60,8 +60,8 @@ class EnsembleTest(parameterized.TestCase):
                                     vectorize=v) for v in (True, False, None)]
     assert_trees_close(out[0], out[1], rtol=1e-5, atol=1e-6)
     assert_trees_close(out[1], out[2], rtol=0, atol=0)
-    self.assertFalse(ensembles._vectorize(out[0]['params']))
-    self.assertTrue(ensembles._vectorize(
+    self.assertFalse(ensembles.vectorizes(out[0]['params']))
+    self.assertTrue(ensembles.vectorizes(
         ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0], mesh=mesh)['params']))
 
   def test_eight_devices_match_one(self):

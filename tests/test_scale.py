@@ -4,12 +4,14 @@ Complements the per-module 1-vs-8 tests (train step, Fisher on a linear
 model, SSD, IAU, TRAK features, ensembles, ACU) with the convolutional model,
 whole training runs, TRAK scores, the pmap entry point, and trace counters.
 """
+import functools
+
 import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 from jax.sharding import PartitionSpec as P
 
-from mu_jax import sharding
+from mu_jax import models, sharding
 from mu_jax.data import Split
 from mu_jax.data.batching import epoch_batches
 from mu_jax.influence import fisher, trak
@@ -106,10 +108,29 @@ class ImportanceScaleTest(parameterized.TestCase):
     per_row = sum(p.size * 4 for p in jax.tree.leaves(params))
     self.assertEqual(fisher.chunk_rows(params, 8, 3 * per_row), 2)   # largest divisor <= 3
     self.assertEqual(fisher.chunk_rows(params, 8, 1), 1)
-    whole = fisher.importance('per_example', ctx.spec, variables, ctx, 'union', 16)
-    chunked = fisher.importance('per_example', ctx.spec, variables, ctx, 'union', 16,
-                                memory_budget=3 * per_row)
-    assert_trees_close(whole, chunked, rtol=1e-5, atol=1e-9)
+    run = functools.partial(fisher.importance, 'per_example', ctx.spec, variables, ctx,
+                            'union', 16)
+    whole = run(rowwise=False)
+    assert_trees_close(whole, run(memory_budget=3 * per_row, rowwise=False),
+                       rtol=1e-5, atol=1e-9)
+    assert_trees_close(whole, run(rowwise=True), rtol=1e-5, atol=1e-9)
+    # A CNN on CPU takes its rows one at a time by default; an MLP vmaps them.
+    self.assertEqual(models.vmap_is_slow(params), jax.default_backend() == 'cpu')
+    self.assertFalse(models.vmap_is_slow(mlp_setting()['variables']))
+
+  def test_cnn_trak_features_agree_rowwise_vmapped_and_sharded(self):
+    out = []
+    for spec in ('data:1', 'data:2'):
+      variables, ctx = cnn_context(spec)
+      stacked = jax.tree.map(lambda leaf: leaf[None], variables)
+      run = functools.partial(trak.features, ctx.spec.apply_fn, stacked, ctx.forget.x[:12],
+                              ctx.forget.y[:12], proj=trak.Projection(dim=16), chunk_size=8,
+                              mesh=ctx.mesh)
+      out += [run(rowwise=True), run(rowwise=False)]
+    # Regression: XLA's automatic partitioning of the vmapped rows once returned
+    # wrong features for the second device's rows.
+    for other in out[1:]:
+      assert_trees_close(out[0], other, rtol=1e-4, atol=1e-6)
 
   @parameterized.parameters('batch', 'per_example')   # label_free shares batch's path
   def test_pmap_entry_point_equals_shard_map(self, kind):

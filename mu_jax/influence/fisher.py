@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from mu_jax import sharding
 from mu_jax.errors import MuJaxError
-from mu_jax.models import merge_variables, split_variables
+from mu_jax.models import merge_variables, split_variables, vmap_is_slow
 
 ESTIMATORS = ('batch', 'per_example', 'label_free')
 # Bytes of per-example gradients held at once: an engineering bound (no paper
@@ -117,21 +117,29 @@ def pmap_term(kind: str, spec, chunk: int = 1):
 
 
 def importance(kind: str, spec, variables: dict, ctx, source: str, batch_size: int, *,
-               memory_budget: int = MEMORY_BUDGET):
-  """The `kind` diagonal importance of `variables['params']` on stream `source`."""
+               memory_budget: int = MEMORY_BUDGET, rowwise: bool | None = None):
+  """The `kind` diagonal importance of `variables['params']` on stream `source`.
+
+  'per_example' vmaps over as many rows as `memory_budget` allows, or with
+  `rowwise` takes one row at a time (None: where `vmap_is_slow`; a CNN on a
+  2-core CPU runs 2.3x faster so, benchmarks/perf.py section fisher).
+  """
   if kind not in ESTIMATORS:
     raise MuJaxError(f'Unknown importance estimator {kind!r}; valid: {", ".join(ESTIMATORS)}.')
   sharding.check_batch_size(batch_size, ctx.mesh)
   params, model_state = split_variables(variables)
   chunk = 1
-  if kind == 'per_example':
+  if rowwise is None:
+    rowwise = vmap_is_slow(params)
+  if kind == 'per_example' and not rowwise:
     chunk = chunk_rows(params, batch_size // sharding.data_size(ctx.mesh), memory_budget)
   totals = sharding.replicate(
       jax.tree.map(lambda p: np.zeros(p.shape, np.float32), params), ctx.mesh)
   count = sharding.replicate(np.zeros((), np.float32), ctx.mesh)
   for batch in ctx.batches(source, batch_size, shuffle=True):
-    totals, count = _accumulate(totals, count, params, model_state, batch, kind=kind,
-                                spec=spec, mesh=ctx.mesh, chunk=chunk)
+    totals, count = sharding.pace(_accumulate(totals, count, params, model_state, batch,
+                                              kind=kind, spec=spec, mesh=ctx.mesh,
+                                              chunk=chunk), ctx.mesh)
   if float(jax.device_get(count)) <= 0:
     raise MuJaxError(f'The {source} set is empty, so its importance is undefined; '
                      'choose a non-empty forget set.')

@@ -10,9 +10,10 @@ models, times the model-averaged out-to-loss). τ(x)_j estimates how much
 training row j raises the output at x: removing j lowers it by about τ(x)_j.
 Target outputs may be vectors (e.g. every logit), giving τ of shape [T, O, n].
 
-Gradients are taken with `vmap(jacrev)` in chunks of `chunk_size` rows (the
-memory bound is chunk_size × outputs × parameters floats), each chunk jitted
-and split over the mesh's 'data' axis. The projection P is a function of its
+Gradients are taken with `vmap(jacrev)` (a `lax.map` over rows where
+`vmap_is_slow`) in chunks of `chunk_size` rows (the memory bound is
+chunk_size × outputs × parameters floats), each chunk jitted and split over
+the mesh's 'data' axis. The projection P is a function of its
 seed, generated block by block: when parameters × k floats fit in
 `MATRIX_BUDGET_BYTES` it is generated once per `features` call and reused by
 every chunk; otherwise each chunk regenerates it block by block, so P need
@@ -26,11 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import PartitionSpec as P
 
-from mu_jax import sharding
+from mu_jax import ensembles, sharding
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
-from mu_jax.models import merge_variables, split_variables
+from mu_jax.models import merge_variables, split_variables, vmap_is_slow
 
 PROJECTIONS = ('rademacher', 'normal')
 MATRIX_BUDGET_BYTES = 2 << 30   # materialise P when it fits in 2 GiB
@@ -112,9 +114,8 @@ def project(grads: jax.Array, proj: Projection, matrix: jax.Array | None = None)
   return (out / jnp.sqrt(proj.dim)).reshape(*lead, proj.dim)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'output_fn', 'q_fn', 'proj'))
-def _chunk_features(variables, batch, matrix, *, apply_fn, output_fn, q_fn, proj):
-  """φ [B, O, k] and Q [B] of one padded chunk; padding rows are zero."""
+def _rows_features(variables, batch, matrix, *, apply_fn, output_fn, q_fn, proj, rowwise):
+  """φ [B, O, k] and Q [B] of the rows of `batch`; padding rows are zero."""
   params, model_state = split_variables(variables)
   flat, unravel = ravel_pytree(params)
 
@@ -125,20 +126,39 @@ def _chunk_features(variables, batch, matrix, *, apply_fn, output_fn, q_fn, proj
     jac = jax.jacrev(lambda p: output_fn(logits_of(p, x), y))(flat)   # [O, P]
     return jac, q_fn(logits_of(flat, x), y)
 
-  jac, q = jax.vmap(one)(batch['x'], batch['y'])
+  if rowwise:
+    jac, q = jax.lax.map(lambda xy: one(*xy), (batch['x'], batch['y']))
+  else:
+    jac, q = jax.vmap(one)(batch['x'], batch['y'])
   w = batch['w']
   return project(jac, proj, matrix) * w[:, None, None], q * w
+
+
+@functools.partial(jax.jit, static_argnames=('mesh', 'apply_fn', 'output_fn', 'q_fn', 'proj',
+                                             'rowwise'))
+def _chunk_features(variables, batch, matrix, *, mesh, **kwargs):
+  """`_rows_features` of one padded chunk, each device on its own rows.
+
+  Explicitly per device (shard_map): features need no communication, and
+  XLA's automatic partitioning of the vmapped per-example convolution
+  gradients returned wrong rows on the second of two CPU devices.
+  """
+  return jax.shard_map(functools.partial(_rows_features, **kwargs), mesh=mesh,
+                       in_specs=(P(), P(sharding.DATA_AXIS), P()),
+                       out_specs=P(sharding.DATA_AXIS), axis_names={sharding.DATA_AXIS},
+                       check_vma=False)(variables, batch, matrix)
 
 
 def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
              output_fn: Callable = margin_output, q_fn: Callable = out_to_loss,
              proj: Projection = Projection(), chunk_size: int = 64,
-             mesh=None) -> tuple[jax.Array, jax.Array]:
+             mesh=None, rowwise: bool | None = None) -> tuple[jax.Array, jax.Array]:
   """Per-member projected output gradients [M, n, O, k] and out-to-loss weights [M, n].
 
   `stacked` holds M members (leading axis); output_fn(logits, y) -> [O];
   q_fn(logits, y) -> scalar. Members are featurized one after another so
-  memory stays one chunk of one model.
+  memory stays one chunk of one model. Each chunk's rows are vmapped, or with
+  `rowwise` taken one at a time (None: where `vmap_is_slow`).
   """
   mesh = mesh or sharding.make_mesh('data:1')
   n = len(x)
@@ -146,12 +166,14 @@ def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
   num_params = sum(leaf[0].size for leaf in jax.tree.leaves(split_variables(stacked)[0]))
   matrix = (sharding.replicate(projection_matrix(proj, num_params), mesh)
             if fits_in_memory(proj, num_params) else None)
+  if rowwise is None:
+    rowwise = vmap_is_slow(stacked, stacked=True)
   phis, qs = [], []
   for m in range(num_models):
     variables = sharding.replicate(jax.tree.map(lambda leaf: leaf[m], stacked), mesh)
-    parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), matrix,
-                             apply_fn=apply_fn,
-                             output_fn=output_fn, q_fn=q_fn, proj=proj)
+    parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), matrix, mesh=mesh,
+                             apply_fn=apply_fn, output_fn=output_fn, q_fn=q_fn, proj=proj,
+                             rowwise=rowwise)
              for batch in epoch_batches({'x': x, 'y': y}, chunk_size, shuffle=False)]
     phis.append(jnp.concatenate([p for p, _ in parts])[:n])
     qs.append(jnp.concatenate([q for _, q in parts])[:n])
@@ -236,4 +258,4 @@ def directional_outputs(apply_fn: Callable, stacked, tangents, x: jax.Array) -> 
     fn = lambda q: apply_fn(merge_variables(q, s), x, False)[0]
     return jax.jvp(fn, (p,), (u,))[1]
 
-  return jnp.mean(jax.vmap(one)(params, model_state, tangents), axis=0)
+  return jnp.mean(ensembles.map_members(one, params, model_state, tangents), axis=0)

@@ -65,9 +65,14 @@ class Context(NamedTuple):
   def batches(self, source: str, batch_size: int, *, epoch: int = 0,
               shuffle: bool = True) -> Iterator[dict]:
     """Sharded, padded, seed-deterministic device batches of a stream."""
+    return self.batches_of(self.arrays(source), batch_size, epoch=epoch, shuffle=shuffle)
+
+  def batches_of(self, arrays: dict[str, np.ndarray], batch_size: int, *, epoch: int = 0,
+                 shuffle: bool = True) -> Iterator[dict]:
+    """`batches` over any host arrays (a method's own rows): same order, padding, sharding."""
     sharding.check_batch_size(batch_size, self.mesh)
-    for batch in epoch_batches(self.arrays(source), batch_size, seed=self.seed,
-                               epoch=epoch, shuffle=shuffle):
+    for batch in epoch_batches(arrays, batch_size, seed=self.seed, epoch=epoch,
+                               shuffle=shuffle):
       yield sharding.shard_batch(batch, self.mesh)
 
 
@@ -89,6 +94,13 @@ class Method(NamedTuple):
   # and D_r): batches(ctx, epoch) -> that epoch's sharded batches, used instead
   # of the stream's; `stream` still sets the epochs (and a source other than 'none').
   batches: Callable[[Context, int], Iterator[dict]] | None = None
+
+
+def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:
+  """The batches `method.update` consumes in `epoch`: its own schedule, else its stream's."""
+  if method.batches:
+    return method.batches(ctx, epoch)
+  return ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch)
 
 
 class Unlearned(NamedTuple):
@@ -121,9 +133,7 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
       steps = 1
     for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
       losses = []
-      batches = (method.batches(ctx, epoch) if method.batches else
-                 ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch))
-      for batch in batches:
+      for batch in epoch_stream(method, ctx, epoch):
         state, stats = update(ctx.spec, state, batch)
         losses.append(stats['loss'])
         steps += 1

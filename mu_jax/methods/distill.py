@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax import ensembles, sharding
-from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import LossContext, gradient_method
@@ -51,13 +50,6 @@ def distill_kl(student_logits, teacher_logits, weights, temperature: float) -> j
   """RepDistiller DistillKL: Σ_rows w·KL(p_t ‖ p_s) at temperature T, ×T², / Σw."""
   kl = row_kl(student_logits, teacher_logits, temperature)
   return jnp.sum(kl * weights) * temperature ** 2 / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def sharded_batches(ctx: Context, arrays: dict, batch_size: int, epoch: int) -> Iterator[dict]:
-  """`Context.batches` over any host arrays: same order, padding and sharding."""
-  sharding.check_batch_size(batch_size, ctx.mesh)
-  for batch in epoch_batches(arrays, batch_size, seed=ctx.seed, epoch=epoch):
-    yield sharding.shard_batch(batch, ctx.mesh)
 
 
 def _check_forget(ctx: Context) -> None:
@@ -101,8 +93,8 @@ def scrub(*, learning_rate: float = 5e-4,   # official notebook: sgda_learning_r
     passes = [(ctx.forget, forget_batch_size, 1.0)] if epoch < max_steps else []
     for split, size, maximize in passes + [(ctx.retain, retain_batch_size, 0.0)]:
       flag = np.full(len(split.y), maximize, np.float32)
-      yield from sharded_batches(ctx, {'x': split.x, 'y': split.y, 'maximize': flag}, size,
-                                 epoch)
+      yield from ctx.batches_of({'x': split.x, 'y': split.y, 'maximize': flag}, size,
+                                epoch=epoch)
 
   return inner._replace(batches=batches)
 
@@ -147,6 +139,6 @@ def bad_teacher(*, learning_rate: float = 1e-4,  # official notebook: Adam lr 0.
             'y': np.concatenate([ctx.forget.y, ctx.retain.y[keep]]),
             'f': np.concatenate([np.ones(len(ctx.forget.y), np.float32),
                                  np.zeros(len(keep), np.float32)])}
-    yield from sharded_batches(ctx, rows, batch_size, epoch)
+    yield from ctx.batches_of(rows, batch_size, epoch=epoch)
 
   return inner._replace(batches=batches)

@@ -25,16 +25,17 @@ For TRAK, Σ_{j∈D_f} β_j(x) = 1/M Σ_m φ_m(x)ᵀ v_m, v_m = (Φ_mᵀΦ_m)⁺
 and φ_m(x)ᵀ v_m = ∇f(x; θ_m)ᵀ(P v_m): one JVP of member m along the tangent P v_m,
 so targets (and dm_direct at any x) need no per-example gradients.
 
-The per-example targets cannot ride on `Context.batches` (its streams are
-whole splits without row indices), so fine-tuning uses the stream 'none': the
-fine-tuning rows, their targets and a seeded batch schedule live on device in
-the state, and the one `update` runs every step as a `lax.scan` of
-`gradient_method`'s update. Deviations from the reference: batches are
-shuffled every epoch (reference default `shuffle=False`), and the learning
-rate is constant (reference: ExponentialLR, γ=0.95 per epoch).
+The per-example targets are computed once in `prepare` and live on device in
+the state beside the fine-tuning rows; the method's own batch schedule
+(`Method.batches`) yields row indices, and each jitted step gathers its rows
+and targets from the state. (One `lax.scan` over every step would avoid the
+per-step dispatch, but XLA:CPU runs a convolution's weight gradient ~10x
+slower inside a loop.) Deviations from the reference: batches are shuffled
+every epoch (reference default `shuffle=False`), and the learning rate is
+constant (reference: ExponentialLR, γ=0.95 per epoch).
 """
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,9 @@ import numpy as np
 
 from mu_jax import ensembles, sharding
 from mu_jax.data import Split
-from mu_jax.data.batching import epoch_order, num_batches
+from mu_jax.data.batching import num_batches
 from mu_jax.errors import MuJaxError
+from mu_jax.evaluation.metrics import predict_logits
 from mu_jax.influence import datamodels, trak
 from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, ModelSpec, Stream
@@ -71,15 +73,14 @@ ENSEMBLE_OPTIMIZER = 'adam'
 ENSEMBLE_LEARNING_RATE = 1e-3
 ENSEMBLE_BATCH_SIZE = 64
 ENSEMBLE_EPOCHS = 30
+TARGET_BATCH_SIZE = 1024   # rows per forward pass when computing targets (memory, not a result)
 
 
 class MatchState(NamedTuple):
   inner: GradientState
   x: jax.Array        # [N, ...] fine-tuning rows: D_f, then the retain subset
   targets: jax.Array  # [N, C] logits to match
-  order: jax.Array    # [S, B] row index of every step's batch
-  weight: jax.Array   # [S, B] 0 on padding
-  losses: jax.Array   # [S] matching loss per step (zeros before update)
+  losses: jax.Array   # [S] matching loss of every step (zeros before it runs)
 
 
 def matching_loss(spec: ModelSpec, variables, batch, rng):
@@ -102,50 +103,38 @@ def finetune_rows(ctx: Context, retain_multiplier: float) -> tuple[np.ndarray, n
           np.concatenate([ctx.forget.y, ctx.retain.y[idx]]))
 
 
-def schedule(n: int, batch_size: int, epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """Row indices [S, B] and weights [S, B] of `epochs` shuffled, padded passes."""
-  nb = num_batches(n, batch_size)
-  order = np.zeros((epochs, nb * batch_size), np.int32)
-  weight = np.zeros((epochs, nb * batch_size), np.float32)
-  for e in range(epochs):
-    order[e, :n] = epoch_order(n, seed=seed, epoch=e, shuffle=True)
-    weight[e, :n] = 1.0
-  return order.reshape(-1, batch_size), weight.reshape(-1, batch_size)
-
-
 def matching_method(make_targets: Callable[[Context, dict, np.ndarray, np.ndarray], Any], *,
                     learning_rate: float, epochs: int, batch_size: int, optimizer: str,
                     retain_multiplier: float) -> Method:
   """Fine-tunes toward make_targets(ctx, variables, x, y) -> logits [N, C] by MSE."""
-  inner = gradient_method(matching_loss, stream=Stream('none'), learning_rate=learning_rate,
+  stream = Stream('union', epochs, batch_size)   # epochs and batch size; rows: `batches`
+  inner = gradient_method(matching_loss, stream=stream, learning_rate=learning_rate,
                           optimizer=optimizer)
 
   def prepare(ctx: Context, variables: dict) -> MatchState:
     x, y = finetune_rows(ctx, retain_multiplier)
     targets = jnp.asarray(make_targets(ctx, variables, x, y), jnp.float32)
-    order, weight = schedule(len(y), batch_size, epochs, ctx.seed)
-    arrays = sharding.replicate((jnp.asarray(x), targets, order, weight), ctx.mesh)
-    return MatchState(inner.prepare(ctx, variables), *arrays,
-                      jnp.zeros(len(order), jnp.float32))
+    rows = sharding.replicate((jnp.asarray(x), targets), ctx.mesh)
+    steps = epochs * num_batches(len(y), batch_size)
+    return MatchState(inner.prepare(ctx, variables), *rows, jnp.zeros(steps, jnp.float32))
+
+  def batches(ctx: Context, epoch: int) -> Iterator[dict]:
+    """Shuffled, padded indices into the state's fine-tuning rows."""
+    n = len(ctx.forget.y) + min(int(retain_multiplier * len(ctx.forget.y)), len(ctx.retain.y))
+    yield from ctx.batches_of({'i': np.arange(n, dtype=np.int32)}, batch_size, epoch=epoch)
 
   def update(spec: ModelSpec, state: MatchState, batch):
-    del batch   # stream 'none': the rows live in the state
-
-    def step(inner_state, idx_w):
-      idx, w = idx_w
-      rows = {'x': state.x[idx], 't': state.targets[idx], 'w': w}
-      inner_state, stats = inner.update(spec, inner_state, rows)
-      return inner_state, stats['loss']
-
-    inner_state, losses = jax.lax.scan(step, state.inner, (state.order, state.weight))
-    return state._replace(inner=inner_state, losses=losses), {'loss': jnp.mean(losses)}
+    rows = {'x': state.x[batch['i']], 't': state.targets[batch['i']], 'w': batch['w']}
+    inner_state, stats = inner.update(spec, state.inner, rows)
+    losses = state.losses.at[state.inner.step].set(stats['loss'])
+    return MatchState(inner_state, state.x, state.targets, losses), stats
 
   def report(state: MatchState) -> dict:
     per_epoch = state.losses.reshape(epochs, -1).mean(axis=1)
     return {'match_loss_first_epoch': per_epoch[0], 'match_loss_last_epoch': per_epoch[-1]}
 
-  return Method(prepare, update, lambda s: inner.result(s.inner), Stream('none'),
-                report=report)
+  return Method(prepare, update, lambda s: inner.result(s.inner), stream, report=report,
+                batches=batches)
 
 
 def _recipe(optimizer: str, learning_rate: float, batch_size: int, epochs: int):
@@ -221,6 +210,21 @@ def predicted_oracle_logits(apply_fn, variables, attribution: Attribution, x,
   return logits - multiplier * removed
 
 
+def predicted_oracle_apply(apply_fn, multiplier: float) -> Callable:
+  """f̂ as a model: apply(variables {'model', 'members', 'tangents'}, x, train)."""
+  def apply(variables, x, train):
+    del train
+    attribution = Attribution(variables['members'], variables['tangents'])
+    return predicted_oracle_logits(apply_fn, variables['model'], attribution, x,
+                                   multiplier), {}
+  return apply
+
+
+def _targets(ctx: Context, apply_fn, variables, x: np.ndarray) -> np.ndarray:
+  """Eval-mode outputs of `apply_fn` on the fine-tuning rows, in sharded batches."""
+  return predict_logits(apply_fn, variables, x, batch_size=TARGET_BATCH_SIZE, mesh=ctx.mesh)
+
+
 def _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
                         ensemble_optimizer, ensemble_learning_rate, ensemble_batch_size,
                         ensemble_epochs):
@@ -267,14 +271,13 @@ def dmm(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
     del y
     if not datamodel:
       attribution = forget_attribution(ctx, variables, **kwargs)
-      return predicted_oracle_logits(ctx.spec.apply_fn, variables, attribution,
-                                     jnp.asarray(x), multiplier)
+      return _targets(ctx, predicted_oracle_apply(ctx.spec.apply_fn, multiplier),
+                      {'model': variables, **attribution._asdict()}, x)
     removed = datamodel_removal(ctx, variables, x, num_models=num_models,
                                 subset_fraction=subset_fraction,
                                 regression=datamodel_regression, reg=datamodel_reg,
                                 recipe=kwargs['recipe'])
-    logits, _ = ctx.spec.apply_fn(variables, jnp.asarray(x), False)
-    return logits - multiplier * removed
+    return _targets(ctx, ctx.spec.apply_fn, variables, x) - multiplier * removed
 
   return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer,
@@ -297,7 +300,9 @@ def oracle_matching(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
     del y
     oracles = _ensemble(ctx, variables, ctx.retain,
                         np.ones((num_models, len(ctx.retain.y)), bool), recipe)
-    return jnp.mean(ensembles.ensemble_apply(ctx.spec.apply_fn, oracles, jnp.asarray(x)), 0)
+    mean = lambda v, rows, train: (jnp.mean(ensembles.ensemble_apply(
+        ctx.spec.apply_fn, v, rows), 0), {})
+    return _targets(ctx, mean, oracles, x)
 
   return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer,
@@ -325,12 +330,5 @@ def dm_direct(*, multiplier: float = 1.0,   # reference `dm_direct`: multiplier=
     del spec, batch
     return state, {'loss': jnp.zeros(())}
 
-  def make_apply(spec: ModelSpec):
-    def apply(variables, x, train):
-      del train
-      attribution = Attribution(variables['members'], variables['tangents'])
-      return predicted_oracle_logits(spec.apply_fn, variables['model'], attribution, x,
-                                     multiplier), {}
-    return apply
-
-  return Method(prepare, update, lambda s: s, Stream('none'), make_apply=make_apply)
+  return Method(prepare, update, lambda s: s, Stream('none'),
+                make_apply=lambda spec: predicted_oracle_apply(spec.apply_fn, multiplier))

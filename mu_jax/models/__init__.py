@@ -39,6 +39,16 @@ class Model(NamedTuple):
 MODELS: Registry[Callable[..., Model]] = Registry('model')
 
 
+def vmap_is_slow(tree, stacked: bool = False) -> bool:
+  """True for a convolutional model (a kernel of ≥ 4 dims, 5 when `stacked`
+  over members) on XLA:CPU, which lowers a convolution vmapped over kernels
+  (ensemble members, per-example gradients) to a grouped convolution far
+  below its matmul speed; callers then loop over members or rows instead."""
+  rank = 5 if stacked else 4
+  return (jax.default_backend() == 'cpu' and
+          any(leaf.ndim >= rank for leaf in jax.tree.leaves(tree)))
+
+
 class Classifier(nn.Module):
   """A backbone (x, train) -> features, then a float32 Dense 'head'."""
   backbone: nn.Module
