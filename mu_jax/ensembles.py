@@ -3,7 +3,9 @@
 Member m trains with the recipe of `mu_jax.train` (the same `init_state`,
 `make_train_step` and optimizer, vmapped) on its own subset of
 the data, given as a 0/1 mask multiplied into the per-example weights `w`, so
-every member sees fixed-shape batches and one compiled step trains them all.
+every member sees fixed-shape batches and one compiled step trains them all;
+each epoch is one call (a scan over its steps, every member's rows gathered
+on device from its own index schedule), so no step waits for the host.
 Each member shuffles with its own seed, exactly as `train_model(seed=s)` does,
 so a member on the full data equals the model that `train_model` trains alone.
 A member on an α-subset takes as many steps as on all of the data, with about
