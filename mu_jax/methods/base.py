@@ -91,8 +91,9 @@ class Method(NamedTuple):
   # for float64 state such as ACU's ridge head, which 32-bit jit would truncate.
   x64: bool = False
   # Methods with their own batch schedule (SCRUB's alternating passes over D_f
-  # and D_r): batches(ctx, epoch) -> that epoch's sharded batches, used instead
-  # of the stream's; `stream` still sets the epochs (and a source other than 'none').
+  # and D_r, DMM's indices into the fine-tuning rows its state holds):
+  # batches(ctx, epoch) -> that epoch's sharded batches, used instead of the
+  # stream's; `stream` still sets the epochs (and a source other than 'none').
   batches: Callable[[Context, int], Iterator[dict]] | None = None
 
 
