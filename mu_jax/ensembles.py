@@ -174,12 +174,12 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   for epoch in range(train_cfg.epochs):
     idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
     if vectorize:
-      state = epoch_steps(state, x, y, *jax.device_put((idx, w), schedule),
-                          batch_sharding=batch_sharding)
+      state = sharding.pace(epoch_steps(state, x, y, *jax.device_put((idx, w), schedule),
+                                        batch_sharding=batch_sharding), mesh)
       continue
     for step_idx, step_w in zip(idx, w):
-      states = [member_step(st, sharding.shard_batch(
-                    {'x': data.x[i], 'y': data.y[i], 'w': wi}, mesh))[0]
+      states = [sharding.pace(member_step(st, sharding.shard_batch(
+                    {'x': data.x[i], 'y': data.y[i], 'w': wi}, mesh))[0], mesh)
                 for st, i, wi in zip(states, step_idx, step_w)]
   if not vectorize:
     state = stack(states)
@@ -313,10 +313,10 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
         losses = []
         for batch in epoch_stream(method, ctx, epoch):
           if vectorize:
-            state, stats = update(state, batch)
+            state, stats = sharding.pace(update(state, batch), ctx.mesh)
             losses.append(stats['loss'])
           else:
-            stepped = [one(spec, st, batch) for st in states]
+            stepped = [sharding.pace(one(spec, st, batch), ctx.mesh) for st in states]
             states = [st for st, _ in stepped]
             losses += [stats['loss'] for _, stats in stepped]
           steps += 1

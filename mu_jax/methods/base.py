@@ -135,7 +135,7 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
     for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
       losses = []
       for batch in epoch_stream(method, ctx, epoch):
-        state, stats = update(ctx.spec, state, batch)
+        state, stats = sharding.pace(update(ctx.spec, state, batch), ctx.mesh)
         losses.append(stats['loss'])
         steps += 1
       _check_finite(losses, f'The {name} loss in epoch {epoch + 1}')
