@@ -285,7 +285,7 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
     drawn with `ctx.seed`); with `vectorize=False` (default for convolutional
     models on CPU, see `vectorizes`) each member takes its own jitted update
     of the same batch in turn;
-  - one-shot methods (stream 'none': ssd, iau, acu, dmm) apply their single
+  - one-shot methods (stream 'none': ssd, iau, acu, dm_direct) apply their single
     jitted update member by member, since their cost is in `prepare`.
   A non-finite loss or result in any member raises NonFiniteError.
   """

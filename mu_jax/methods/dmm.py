@@ -92,13 +92,18 @@ def matching_loss(spec: ModelSpec, variables, batch, rng):
   return loss, (logits, batch['t'], new_state)
 
 
+def _retain_take(ctx: Context, retain_multiplier: float) -> int:
+  """How many retain rows fine-tune beside D_f: retain_multiplier·|D_f|, at most |D_r|."""
+  return min(int(retain_multiplier * len(ctx.forget.y)), len(ctx.retain.y))
+
+
 def finetune_rows(ctx: Context, retain_multiplier: float) -> tuple[np.ndarray, np.ndarray]:
   """D_f plus a seeded random retain subset of retain_multiplier·|D_f| rows."""
-  nf, nr = len(ctx.forget.y), len(ctx.retain.y)
-  if nf == 0:
+  if len(ctx.forget.y) == 0:
     raise MuJaxError('The forget set is empty; select at least one example to forget.')
-  take = min(int(retain_multiplier * nf), nr)
-  idx = np.random.default_rng(ctx.seed).choice(nr, take, replace=False)
+  idx = np.random.default_rng(ctx.seed).choice(len(ctx.retain.y),
+                                               _retain_take(ctx, retain_multiplier),
+                                               replace=False)
   return (np.concatenate([ctx.forget.x, ctx.retain.x[idx]]),
           np.concatenate([ctx.forget.y, ctx.retain.y[idx]]))
 
@@ -120,7 +125,7 @@ def matching_method(make_targets: Callable[[Context, dict, np.ndarray, np.ndarra
 
   def batches(ctx: Context, epoch: int) -> Iterator[dict]:
     """Shuffled, padded indices into the state's fine-tuning rows."""
-    n = len(ctx.forget.y) + min(int(retain_multiplier * len(ctx.forget.y)), len(ctx.retain.y))
+    n = len(ctx.forget.y) + _retain_take(ctx, retain_multiplier)
     yield from ctx.batches_of({'i': np.arange(n, dtype=np.int32)}, batch_size, epoch=epoch)
 
   def update(spec: ModelSpec, state: MatchState, batch):
