@@ -3,7 +3,8 @@ r"""The vmapped ensemble's speed-up over training the same N models one after an
 Measures in one process, on one machine, N digits MLPs (configs/digits_mlp.py:
 the 256-256 MLP, Adam 1e-3, batch 64, 30 epochs, seeds 0..N-1) trained
 
-  vmapped      `ensembles.train_ensemble`: one compiled step for all N members;
+  vmapped      `ensembles.train_ensemble`: one compiled step for all N members,
+               each epoch one call (a scan with the rows gathered on device);
   one by one   the same N models trained in turn with one compiled step reused
                (no checkpoints, no per-model compilation: the fastest sequential
                loop over this recipe);
@@ -14,7 +15,8 @@ Every time includes compilation and ends with `block_until_ready`; each
 member is checked to equal its one-by-one model. Prints a Markdown table with
 the two speed-ups (target: >= 5x for N = 32 on 2 cores) and writes it as JSON
 to --out. On a CPU a step of this MLP is compute-bound (~32 MFLOP per member),
-so vmap saves the per-model compilation and per-step dispatch, not arithmetic.
+so vmap saves the per-model compilation, setup and per-step dispatch, not
+arithmetic.
 Run:
 
   python benchmarks/ensemble_speedup.py --models=32
