@@ -124,10 +124,6 @@ def vectorizes(stacked) -> bool:
   return not vmap_is_slow(stacked, stacked=True)
 
 
-def _unstack(stacked, count: int) -> list:
-  return [jax.tree.map(lambda leaf: leaf[m], stacked) for m in range(count)]
-
-
 def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
                    mesh, masks: np.ndarray | None = None, shard_members: bool = False,
                    vectorize: bool | None = None) -> dict:
@@ -170,7 +166,7 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
     x, y = sharding.replicate((jnp.asarray(data.x), jnp.asarray(data.y)), mesh)
     schedule = NamedSharding(mesh, P(None, *batch_sharding.spec))   # [S, M, B]
   else:
-    states = _unstack(state, len(seeds))
+    states = [member(state, m) for m in range(len(seeds))]
   for epoch in range(train_cfg.epochs):
     idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
     if vectorize:
