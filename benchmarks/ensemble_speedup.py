@@ -30,14 +30,15 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from mu_jax import config_lib, ensembles, sharding
+from mu_jax import ensembles, sharding
+from mu_jax.experiments import config_lib
 from mu_jax.data import load_dataset
 from mu_jax.data.batching import epoch_batches, num_batches
-from mu_jax.evaluation import atomic_write
+from mu_jax.experiments.results import atomic_write
 from mu_jax.evaluation.margins import ensemble_outputs
 from mu_jax.models import merge_variables
-from mu_jax.train import (build_model, init_state, make_train_step, optimizer_from_config,
-                          train_model)
+from mu_jax.train import init_state, make_train_step, optimizer_from_config, train_model
+from mu_jax.experiments.setting import build_task
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs',
                       'digits_mlp.py')
@@ -57,13 +58,13 @@ def _timed(fn):
 
 def one_by_one(model, cfg, data, seeds, mesh) -> list:
   """The N models in turn, one compiled step reused by all of them."""
-  tx = optimizer_from_config(cfg, num_batches(len(data.y), cfg.batch_size))
+  tx = optimizer_from_config(cfg, num_batches(len(data['y']), cfg.batch_size))
   step = jax.jit(make_train_step(model.apply, tx), donate_argnums=0)
   out = []
   for seed in seeds:
-    state = sharding.replicate(init_state(model, tx, data.x, seed), mesh)
+    state = sharding.replicate(init_state(model, tx, data['x'], seed), mesh)
     for epoch in range(cfg.epochs):
-      for batch in epoch_batches({'x': data.x, 'y': data.y}, cfg.batch_size, seed=seed,
+      for batch in epoch_batches({'x': data['x'], 'y': data['y']}, cfg.batch_size, seed=seed,
                                  epoch=epoch):
         state, _ = step(state, sharding.shard_batch(batch, mesh))
     out.append(merge_variables(state.params, state.model_state))
@@ -76,7 +77,7 @@ def main(argv):
   data = load_dataset(config.data.source, seed=config.seed,
                       val_fraction=config.data.val_fraction,
                       test_fraction=config.data.test_fraction)
-  model = build_model(config, data.num_classes)
+  model = build_model(config, data.outputs)
   mesh = sharding.make_mesh('data:1')
   seeds = list(range(_MODELS.value))
   stacked, vmapped = _timed(lambda: ensembles.train_ensemble(model, config.train, data.train,

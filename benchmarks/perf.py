@@ -53,15 +53,16 @@ from jax.scipy.linalg import cho_factor, cho_solve  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mu_jax import config_lib, sharding  # noqa: E402
+from mu_jax import sharding  # noqa: E402
+from mu_jax.experiments import config_lib  # noqa: E402
 from mu_jax.analytic import ridge  # noqa: E402
-from mu_jax.data import Split  # noqa: E402
+from mu_jax.data import Examples  # noqa: E402
 from mu_jax.data.batching import epoch_batches, num_batches  # noqa: E402
 from mu_jax.influence import fisher  # noqa: E402
 from mu_jax.methods import (  # noqa: E402
     METHODS, Context, ModelSpec, create_method, method_defaults, run_method)
 from mu_jax.methods import acu  # noqa: E402
-from mu_jax.models import Classifier, as_model, cnn, create_model, split_variables  # noqa: E402
+from mu_jax.models import Network, as_model, cnn, create_model, split_variables  # noqa: E402
 from mu_jax.train import (  # noqa: E402
     make_train_step, optimizer_from_config, sharded_training, train_model, zero_stats)
 
@@ -116,10 +117,9 @@ def best_time(fn, repeats: int | None = None) -> float:
   return min(times)
 
 
-def synthetic(n: int, shape: tuple[int, ...], classes: int = 10, seed: int = 0) -> Split:
+def synthetic(n: int, shape: tuple[int, ...], classes: int = 10, seed: int = 0) -> Examples:
   rng = np.random.default_rng(seed)
-  return Split(rng.normal(size=(n, *shape)).astype(np.float32),
-               rng.integers(0, classes, n).astype(np.int32))
+  return Examples(x=rng.normal(size=(n, *shape)).astype(np.float32), y=rng.integers(0, classes, n).astype(np.int32))
 
 
 def recipe(name: str):
@@ -129,7 +129,7 @@ def recipe(name: str):
 def fashion_models() -> dict:
   return {'mu_jax cnn': create_model('cnn', 10),
           'reference (nn.Conv, nn.max_pool)': as_model(
-              'cnn_reference', Classifier(cnn.ReferenceCNN(), 10))}
+              'cnn_reference', Network(cnn.ReferenceCNN(), 10))}
 
 
 def _conv_flops(eqn) -> float:
@@ -210,11 +210,11 @@ class Pass:
     data = synthetic(rows, (28, 28, 1))
     self.data = data
     self.batches = [sharding.shard_batch(b, mesh)
-                    for b in epoch_batches({'x': data.x, 'y': data.y}, self.batch)]
-    self.state, self.step = sharded_training(model, cfg, len(self.batches), data.x, seed=0,
+                    for b in epoch_batches({'x': data['x'], 'y': data['y']}, self.batch)]
+    self.state, self.step = sharded_training(model, cfg, len(self.batches), data['x'], seed=0,
                                              mesh=mesh)
-    self.variables = sharding.replicate(model.init(jax.random.key(0), data.x[:1]), mesh)
-    self.ctx = Context(ModelSpec(model.apply, 10), Split(data.x[:0], data.y[:0]), data, mesh, 0)
+    self.variables = sharding.replicate(model.init(jax.random.key(0), data['x'][:1]), mesh)
+    self.ctx = Context(ModelSpec(model.apply, 10), Examples(x=data['x'][:0], y=data['y'][:0]), data, mesh, 0)
     self.tx = optimizer_from_config(cfg, len(self.batches))
 
   def train_epoch(self):
@@ -224,7 +224,7 @@ class Pass:
     return totals
 
   def importance(self, kind='batch', batch_size=None):
-    return fisher.importance(kind, self.ctx.spec, self.variables, self.ctx, 'retain',
+    return fisher.importance(kind, self.ctx.task, self.variables, self.ctx, 'retain',
                              batch_size or _SSD_BATCH.value)
 
   def step_flops(self) -> tuple[float, float]:
@@ -238,10 +238,10 @@ class Pass:
     params, model_state = split_variables(self.variables)
     bs = _SSD_BATCH.value
     batch = sharding.shard_batch(next(epoch_batches(
-        {'x': self.data.x, 'y': self.data.y}, bs)), self.mesh)
+        {'x': self.data['x'], 'y': self.data['y']}, bs)), self.mesh)
     zeros = sharding.replicate(jax.tree.map(np.zeros_like, params), self.mesh)
     count = sharding.replicate(np.zeros((), np.float32), self.mesh)
-    kw = dict(kind=kind, spec=self.ctx.spec, mesh=self.mesh, chunk=fisher.chunk_rows(
+    kw = dict(kind=kind, spec=self.ctx.task, mesh=self.mesh, chunk=fisher.chunk_rows(
         params, bs, fisher.MEMORY_BUDGET) if kind == 'per_example' else 1)
     fn = lambda *a: fisher._accumulate(*a, **kw)
     args = (zeros, count, params, model_state, batch)
@@ -400,7 +400,7 @@ def run_fisher() -> None:
           ('label_free', 'label_free', False))
   rows, base = [], None
   for label, kind, rowwise in runs:
-    seconds = best_time(lambda: fisher.importance(kind, p.ctx.spec, p.variables, p.ctx, 'retain',
+    seconds = best_time(lambda: fisher.importance(kind, p.ctx.task, p.variables, p.ctx, 'retain',
                                                   _SSD_BATCH.value, rowwise=rowwise))
     base = base or seconds
     rows.append((label, rows_n / seconds, p.importance_flops(kind)[0] / 1e6, seconds / base))
@@ -487,10 +487,10 @@ def run_memory() -> None:
     config = recipe(config_name)
     model = create_model(model_name, 10, **config.model.kwargs.to_dict())
     data = synthetic(n, shape)
-    variables = model.init(jax.random.key(0), data.x[:1])
+    variables = model.init(jax.random.key(0), data['x'][:1])
     ctx = Context(ModelSpec(model.apply, 10, model.penultimate),
-                  Split(data.x[:n_forget], data.y[:n_forget]),
-                  Split(data.x[n_forget:], data.y[n_forget:]), sharding.make_mesh('data:1'), 0)
+                  Examples(x=data['x'][:n_forget], y=data['y'][:n_forget]),
+                  Examples(x=data['x'][n_forget:], y=data['y'][n_forget:]), sharding.make_mesh('data:1'), 0)
     size = sum(p.size * 4 for p in jax.tree.leaves(variables)) / 2**20
     print(f'  {model_name}: {size:.1f} MiB of variables, {n} synthetic rows', flush=True)
     for name in names:

@@ -21,10 +21,11 @@ import time
 import jax
 from absl import app, flags
 
-from mu_jax import config_lib
-from mu_jax.evaluation import atomic_write
-from mu_jax.benchmark import request_context, unlearn
-from mu_jax.train import prepare_setting, train_model
+from mu_jax.experiments import config_lib
+from mu_jax.experiments.results import atomic_write
+from mu_jax.experiments.benchmark import request_context, unlearn
+from mu_jax.train import train_model
+from mu_jax.experiments.setting import prepare_setting
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs',
                       'fashion_mnist_cnn.py')
@@ -80,13 +81,13 @@ def main(argv):
                 'selected_fraction': info['selected_fraction']} if info else {})}
            for what, s, info in rows]
   machine = _machine()
-  forget_share = len(setting.forget_idx) / len(setting.data.train.y)
+  forget_share = len(setting.forget_idx) / len(setting.data.train['y'])
   targets = {
       'ssd_cold_epochs': _verdict(cold.seconds / warm_epoch, COLD_EPOCHS),
       'ssd_cached_epochs': _verdict(cached.seconds / warm_epoch, CACHED_EPOCHS),
   }
   print(f'SSD cost, Fashion-MNIST CNN, forget={config.forget} '
-        f'({len(setting.forget_idx)} of {len(setting.data.train.y)} = {forget_share:.1%})\n')
+        f'({len(setting.forget_idx)} of {len(setting.data.train['y'])} = {forget_share:.1%})\n')
   print('| step | seconds | / warm epoch | / oracle | / oracle est. | selected params |')
   print('|---|---:|---:|---:|---:|---:|')
   for r in table:
@@ -102,7 +103,7 @@ def main(argv):
   path = os.path.join(setting.results_dir, 'ssd_cost.json')
   atomic_write(path, json.dumps({
       'forget': config.forget, 'forget_size': int(len(setting.forget_idx)),
-      'train_size': int(len(setting.data.train.y)), 'rows': table, 'targets': targets,
+      'train_size': int(len(setting.data.train['y'])), 'rows': table, 'targets': targets,
       'machine': machine, 'oracle_dir': setting.oracle.directory,
       'epochs_for_oracle_estimate': epochs}, indent=2) + '\n')
   print(f'wrote {path}; run took {time.perf_counter() - began:.0f}s')

@@ -4,7 +4,7 @@ Needs CIFAR-10 prepared as TFDS ArrayRecord under data_dir (no download at run t
   python experiments/benchmark.py \
       --config=configs/cifar10_resnet18.py:data_dir=/path/to/tensorflow_datasets
 """
-from mu_jax import config_lib
+from mu_jax.experiments import config_lib
 
 
 def _smoke(c):

@@ -4,7 +4,7 @@
   python experiments/benchmark.py --config=configs/digits_mlp.py:forget=random:0.1 \
       --workdir=runs/digits
 """
-from mu_jax import config_lib
+from mu_jax.experiments import config_lib
 
 
 def _smoke(c):

@@ -12,7 +12,7 @@ setting=standard|worst_case|sequential|corrective and num_models=N.
 """
 import os
 
-from mu_jax.evaluation import rigorous
+from mu_jax.experiments import rigorous
 
 
 def _smoke(c):

@@ -4,7 +4,7 @@
   python experiments/benchmark.py --config=configs/fashion_mnist_cnn.py
   python experiments/benchmark.py --config=configs/fashion_mnist_cnn.py:forget=random:0.1
 """
-from mu_jax import config_lib
+from mu_jax.experiments import config_lib
 
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 

@@ -14,7 +14,7 @@ first 8 members (its fit on 2 x 2,000 confidences is the slow part).
 """
 import os
 
-from mu_jax.evaluation import rigorous
+from mu_jax.experiments import rigorous
 
 
 def _smoke(c):

@@ -5,9 +5,9 @@
 """
 import time
 
-from mu_jax import cli
-from mu_jax.benchmark import run_benchmark
-from mu_jax.evaluation import markdown_table
+from mu_jax.experiments import cli
+from mu_jax.experiments.benchmark import columns, run_benchmark
+from mu_jax.experiments.results import markdown_table
 
 
 def main():
@@ -15,7 +15,7 @@ def main():
   config, workdir = cli.CONFIG.value, cli.workdir()
   rows = run_benchmark(config, workdir)
   print(f'\n{config.data.source} / {config.model.name} / forget={config.forget}\n')
-  print(markdown_table(rows))
+  print(markdown_table(rows, columns(config)))
   print(f'\nwall time {time.perf_counter() - began:.1f}s; results in {workdir}/results/')
 
 

@@ -5,8 +5,8 @@
 """
 import time
 
-from mu_jax import cli
-from mu_jax.evaluation.rigorous import markdown_table, run_rigorous
+from mu_jax.experiments import cli
+from mu_jax.experiments.rigorous import markdown_table, run_rigorous
 
 
 def main():

@@ -16,12 +16,12 @@ import os
 
 from absl import flags
 
-from mu_jax import cli, config_lib
-from mu_jax.benchmark import request_context
+from mu_jax.experiments import cli, config_lib
+from mu_jax.experiments.benchmark import request_context
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation import atomic_write, markdown_table
+from mu_jax.experiments.results import atomic_write, markdown_table
 from mu_jax.methods import ssd
-from mu_jax.train import evaluate_on_setting, prepare_setting
+from mu_jax.experiments.setting import evaluate_on_setting, prepare_setting
 
 TARGET = flags.DEFINE_float('target_forget_acc', None,
                             'Held-out forget accuracy (percent) to reach; default: see above.')

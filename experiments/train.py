@@ -2,14 +2,17 @@
 
   python experiments/train.py --config=configs/fashion_mnist_cnn.py:forget=class:0
 """
-from mu_jax import cli
-from mu_jax.evaluation import markdown_table
-from mu_jax.train import train_and_evaluate
+from mu_jax.experiments import cli
+from mu_jax.experiments.benchmark import columns
+from mu_jax.experiments.results import markdown_table
+from mu_jax.experiments.setting import train_and_evaluate
 
 
 def main():
-  results = train_and_evaluate(cli.CONFIG.value, cli.workdir())
-  print(markdown_table([{'method': role, **metrics} for role, metrics in results.items()]))
+  config = cli.CONFIG.value
+  results = train_and_evaluate(config, cli.workdir())
+  rows = [{'method': role, **metrics} for role, metrics in results.items()]
+  print(markdown_table(rows, columns(config)[:-3]))
 
 
 if __name__ == '__main__':

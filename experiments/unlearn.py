@@ -2,12 +2,12 @@
 
   python experiments/unlearn.py --config=configs/digits_mlp.py:method=rl,forget=random:0.1
 """
-from mu_jax import cli
-from mu_jax.benchmark import unlearn_and_evaluate
-from mu_jax.evaluation import markdown_table
+from mu_jax.experiments import cli
+from mu_jax.experiments.benchmark import columns, unlearn_and_evaluate
+from mu_jax.experiments.results import markdown_table
 from mu_jax.methods import create_method
-from mu_jax import config_lib
-from mu_jax.train import evaluate_on_setting, prepare_setting
+from mu_jax.experiments import config_lib
+from mu_jax.experiments.setting import evaluate_on_setting, prepare_setting
 
 
 def main():
@@ -16,7 +16,7 @@ def main():
   setting = prepare_setting(config, cli.workdir())
   oracle = evaluate_on_setting(setting, setting.oracle.variables)
   row = unlearn_and_evaluate(setting, config.method, oracle)
-  print(markdown_table([row]))
+  print(markdown_table([row], columns(config)))
 
 
 if __name__ == '__main__':

@@ -26,12 +26,14 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mu_jax import checkpoint, sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
-from mu_jax.methods.base import Context, Method, SOURCES, epoch_stream
-from mu_jax.models import Model, merge_variables, vmap_is_slow
+from mu_jax.methods.base import (
+    Context, Method, SOURCES, check_request, epoch_stream, report, result_task)
+from mu_jax.models import merge_variables, vmap_is_slow
 from mu_jax.optim import make_optimizer
+from mu_jax.tasks import Task
 from mu_jax.train import init_state, make_train_step
 
 
@@ -61,9 +63,9 @@ def map_members(fn: Callable, *stacked):
                 for m in range(num_members(stacked[0]))])
 
 
-def ensemble_apply(apply_fn, stacked, x: jax.Array) -> jax.Array:
-  """Eval-mode logits [M, N, C] of every member on the same inputs."""
-  return map_members(lambda v: apply_fn(v, x, False)[0], stacked)
+def ensemble_apply(task: Task, stacked, batch: dict) -> jax.Array:
+  """Eval-mode outputs [M, N, ...] of every member on the same batch."""
+  return map_members(lambda v: task.apply(v, batch, False)[0], stacked)
 
 
 def _epoch_indices(masks: np.ndarray, seeds: Sequence[int], batch_size: int,
@@ -90,26 +92,25 @@ def _recipe_key(train_cfg, steps_per_epoch: int) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _training_fns(model: Model, recipe: tuple):
+def _training_fns(task: Task, recipe: tuple):
   """Jitted (vmapped init, vmapped step, one member's step), built once per
-  model and recipe: every ensemble of a run (originals, oracles, references)
+  task and recipe: every ensemble of a run (originals, oracles, references)
   reuses the compilation."""
   optimizer, lr, momentum, weight_decay, schedule, total, restriction = recipe
   tx = make_optimizer(optimizer, lr, total_steps=total, momentum=momentum,
                       weight_decay=weight_decay, schedule=schedule)
-  init = jax.jit(jax.vmap(lambda seed, sample: init_state(model, tx, sample, seed),
-                          in_axes=(0, None)))
-  one = make_train_step(model.apply, tx, restriction)
+  init = jax.jit(jax.vmap(lambda seed: init_state(task, tx, seed)))
+  one = make_train_step(task, tx, restriction)
   vmapped = jax.vmap(one)
 
   @functools.partial(jax.jit, donate_argnums=0, static_argnames='batch_sharding')
-  def epoch(state, x, y, idx, w, *, batch_sharding):
+  def epoch(state, rows, idx, w, *, batch_sharding):
     """Every step of one epoch in one call (idx, w: [S, M, B]); the rows are
     gathered on device, so no step waits for the host."""
     def body(st, iw):
       i, wi = iw
-      batch = jax.lax.with_sharding_constraint({'x': x[i], 'y': y[i], 'w': wi},
-                                               batch_sharding)
+      batch = jax.lax.with_sharding_constraint(
+          {**jax.tree.map(lambda a: a[i], rows), 'w': wi}, batch_sharding)
       return vmapped(st, batch)[0], None
     return jax.lax.scan(body, state, (idx, w))[0]
 
@@ -124,7 +125,7 @@ def vectorizes(stacked) -> bool:
   return not vmap_is_slow(stacked, stacked=True)
 
 
-def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
+def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int],
                    mesh, masks: np.ndarray | None = None, shard_members: bool = False,
                    vectorize: bool | None = None) -> dict:
   """Trains len(seeds) models with `train_cfg`; member m on rows masks[m].
@@ -138,7 +139,7 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   in turn on the same batches (False; not with `shard_members`); None: see
   `vectorizes`. Both give the same members.
   """
-  n = len(data.y)
+  n = len(data)
   masks = np.ones((len(seeds), n), bool) if masks is None else np.asarray(masks, bool)
   if masks.shape != (len(seeds), n):
     raise MuJaxError(f'Ensemble masks have shape {masks.shape}; expected '
@@ -146,8 +147,8 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
   recipe = _recipe_key(train_cfg, num_batches(n, train_cfg.batch_size))
-  init, epoch_steps, member_step = _training_fns(model, recipe)
-  state = init(jnp.asarray(seeds, jnp.uint32), jnp.asarray(data.x[:1]))
+  init, epoch_steps, member_step = _training_fns(task, recipe)
+  state = init(jnp.asarray(seeds, jnp.uint32))
   if vectorize is None:
     vectorize = shard_members or vectorizes(state.params)
   if shard_members:
@@ -163,54 +164,23 @@ def train_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int]
     state = sharding.replicate(state, mesh)
     batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
   if vectorize:
-    x, y = sharding.replicate((jnp.asarray(data.x), jnp.asarray(data.y)), mesh)
+    rows = sharding.replicate(data.arrays(), mesh)
     schedule = NamedSharding(mesh, P(None, *batch_sharding.spec))   # [S, M, B]
   else:
     states = [member(state, m) for m in range(len(seeds))]
   for epoch in range(train_cfg.epochs):
     idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
     if vectorize:
-      state = sharding.pace(epoch_steps(state, x, y, *jax.device_put((idx, w), schedule),
+      state = sharding.pace(epoch_steps(state, rows, *jax.device_put((idx, w), schedule),
                                         batch_sharding=batch_sharding), mesh)
       continue
     for step_idx, step_w in zip(idx, w):
       states = [sharding.pace(member_step(st, sharding.shard_batch(
-                    {'x': data.x[i], 'y': data.y[i], 'w': wi}, mesh))[0], mesh)
+                    {**data.take(i).arrays(), 'w': wi}, mesh))[0], mesh)
                 for st, i, wi in zip(states, step_idx, step_w)]
   if not vectorize:
     state = stack(states)
   return merge_variables(state.params, state.model_state)
-
-
-def flax_default_model(apply_fn, template: dict, name: str = 'reinit') -> Model:
-  """A Model that re-initializes `template`'s variables with Flax's default initializers.
-
-  For methods that hold only an `apply_fn` and trained variables but must train
-  fresh models (oracles, attribution ensembles): kernels (ndim ≥ 2) get
-  LeCun-normal (Flax Dense/Conv default), 'scale' and BatchNorm 'var' get ones,
-  everything else (biases, means) zeros. Models with other initializers (e.g.
-  ViT position embeddings) get these defaults instead.
-  """
-
-  def init_leaf(path, leaf, key):
-    last = str(getattr(path[-1], 'key', path[-1]))
-    if last in ('scale', 'var'):
-      return jnp.ones_like(leaf)
-    if leaf.ndim >= 2 and last != 'mean':
-      return jax.nn.initializers.lecun_normal()(key, leaf.shape, leaf.dtype)
-    return jnp.zeros_like(leaf)
-
-  def init(rng, sample_x):
-    del sample_x
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    keys = jax.random.split(rng, len(leaves))
-    return jax.tree_util.tree_unflatten(
-        treedef, [init_leaf(p, l, k) for (p, l), k in zip(leaves, keys)])
-
-  def penultimate(variables, x):
-    raise MuJaxError(f'Model {name!r} re-initialized from variables has no features.')
-
-  return Model(name, init, apply_fn, penultimate)
 
 
 def stack(trees: Sequence) -> dict:
@@ -222,7 +192,7 @@ def num_members(stacked) -> int:
   return jax.tree.leaves(stacked)[0].shape[0]
 
 
-def train_or_load_ensemble(model: Model, train_cfg, data: Split, *, seeds: Sequence[int],
+def train_or_load_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int],
                            mesh, directory: str, masks: np.ndarray | None = None,
                            shard_members: bool = False) -> tuple[dict, float]:
   """`train_ensemble`, cached as one Orbax checkpoint in `directory`.
@@ -235,7 +205,7 @@ def train_or_load_ensemble(model: Model, train_cfg, data: Split, *, seeds: Seque
   store = checkpoint.CheckpointStore(directory)
   try:
     if store.latest_step() is not None:
-      shapes = jax.eval_shape(jax.vmap(lambda s: model.init(jax.random.PRNGKey(s), data.x[:1])),
+      shapes = jax.eval_shape(jax.vmap(lambda s: task.init(jax.random.PRNGKey(s))),
                               jnp.asarray(seeds, jnp.uint32))
       like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                          sharding=sharding.replicated(mesh)),
@@ -243,7 +213,7 @@ def train_or_load_ensemble(model: Model, train_cfg, data: Split, *, seeds: Seque
       stacked, meta = store.restore(store.latest_step(), like)
       return stacked, meta['train_seconds']
     began = time.perf_counter()
-    stacked = train_ensemble(model, train_cfg, data, seeds=seeds, mesh=mesh, masks=masks,
+    stacked = train_ensemble(task, train_cfg, data, seeds=seeds, mesh=mesh, masks=masks,
                              shard_members=shard_members)
     jax.block_until_ready(stacked)
     seconds = time.perf_counter() - began
@@ -257,7 +227,7 @@ class EnsembleUnlearned(NamedTuple):
   variables: dict      # stacked unlearned variables, leading axis M
   seconds: float       # wall time for all members: prepares and updates, compilation included
   steps: int           # updates per member
-  apply_fn: Callable   # evaluates one member's variables
+  task: Task           # evaluates one member's variables
   vmapped: bool        # True: one vmapped update per batch for all members at once
   info: dict           # {name: [M] values} of method.report, or {}
 
@@ -291,18 +261,19 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
   if len(seeds) != num_members(stacked):
     raise MuJaxError(f'{len(seeds)} seeds for an ensemble of {num_members(stacked)} members; '
                      'give one seed per member.')
+  check_request(method, ctx, name)
   began = time.perf_counter()
   states = [method.prepare(ctx._replace(seed=int(s), cache_dir=None),
                            sharding.replicate(member(stacked, m), ctx.mesh))
             for m, s in enumerate(seeds)]
-  spec, iterative = ctx.spec, method.stream.source != 'none'
+  task, iterative = ctx.task, method.stream.source != 'none'
   vectorize = iterative and (vectorizes(stacked['params']) if vectorize is None else vectorize)
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     one = jax.jit(method.update, static_argnums=0)
     if iterative:
       if vectorize:
         state = stack(states)
-        update = jax.jit(jax.vmap(lambda st, batch: method.update(spec, st, batch),
+        update = jax.jit(jax.vmap(lambda st, batch: method.update(task, st, batch),
                                   in_axes=(0, None)))
       steps = 0
       for epoch in range(method.stream.epochs):
@@ -312,7 +283,7 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
             state, stats = sharding.pace(update(state, batch), ctx.mesh)
             losses.append(stats['loss'])
           else:
-            stepped = [sharding.pace(one(spec, st, batch), ctx.mesh) for st in states]
+            stepped = [sharding.pace(one(task, st, batch), ctx.mesh) for st in states]
             states = [st for st, _ in stepped]
             losses += [stats['loss'] for _, stats in stepped]
           steps += 1
@@ -325,7 +296,7 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
       else:
         out, final = stack([method.result(st) for st in states]), states
     else:
-      final = [one(spec, st, None)[0] for st in states]
+      final = [one(task, st, None)[0] for st in states]
       out = stack([method.result(st) for st in final])
       steps = 1
   if not _finite(out):
@@ -333,9 +304,6 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
                          'ensemble member; lower the learning rate.')
   jax.block_until_ready(out)
   seconds = time.perf_counter() - began
-  apply_fn = method.make_apply(spec) if method.make_apply else spec.apply_fn
-  info = {}
-  if method.report:
-    reports = [method.report(st) for st in final]
-    info = {k: [float(r[k]) for r in reports] for k in reports[0]}
-  return EnsembleUnlearned(out, seconds, steps, apply_fn, vectorize, info)
+  reports = [report(method, st) for st in final]
+  info = {k: [r[k] for r in reports] for k in reports[0]} if reports and reports[0] else {}
+  return EnsembleUnlearned(out, seconds, steps, result_task(method, task), vectorize, info)

@@ -1,4 +1,4 @@
-"""Optimizers and losses shared by training and iterative unlearning."""
+"""Optimizers shared by training and iterative unlearning, and the gradient-norm penalty."""
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,22 +32,6 @@ def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
   if name == 'adamw':
     return optax.adamw(lr, weight_decay=weight_decay)
   raise MuJaxError(f'Unknown optimizer {name!r}; valid: {", ".join(OPTIMIZERS)}.')
-
-
-def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
-                           weights: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy over examples with weight 1 (padding has 0)."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels)
-  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def batch_stats(logits: jax.Array, labels: jax.Array, weights: jax.Array,
-                loss: jax.Array) -> dict[str, jax.Array]:
-  """Sums that add up over batches to an epoch's mean loss and accuracy."""
-  count = jnp.sum(weights)
-  correct = jnp.sum(weights * (jnp.argmax(logits, -1) == labels))
-  return {'loss_sum': loss * count, 'correct': correct, 'count': count}
 
 
 def gradient_norm_sum(grads) -> jax.Array:

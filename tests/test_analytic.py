@@ -8,14 +8,15 @@ from absl.testing import absltest, parameterized
 
 from mu_jax import sharding
 from mu_jax.analytic import ridge
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
 from mu_jax.evaluation import accuracy
-from mu_jax.methods import METHODS, Context, ModelSpec, create_method, run_method
+from mu_jax.methods import METHODS, Context, create_method, run_method
 from mu_jax.methods import acu
 from mu_jax.models import create_model
 from mu_jax.train import train_model
 from tests import helpers
+from mu_jax.tasks import CLASS_LABELS, Classification
 from tests.test_train import recipe
 
 _SETUP = {}
@@ -75,19 +76,17 @@ def setting():
   if not _SETUP:
     model = create_model('mlp', 3, hidden=(16,))
     data = helpers.blobs(96)
-    trained = train_model(model, recipe(learning_rate=0.05, epochs=2), data, seed=0,
-                          mesh=sharding.make_mesh('data:1'))
-    forget = data.y == 0
+    trained = train_model(helpers.classifier(model, data), recipe(learning_rate=0.05, epochs=2), data, seed=0, mesh=sharding.make_mesh('data:1'))
+    forget = data['y'] == 0
     _SETUP.update(model=model, variables=trained.variables,
-                  forget=Split(data.x[forget], data.y[forget]),
-                  retain=Split(data.x[~forget], data.y[~forget]))
+                  forget=Examples(x=data['x'][forget], y=data['y'][forget]),
+                  retain=Examples(x=data['x'][~forget], y=data['y'][~forget]))
   return _SETUP
 
 
 def context(mesh_spec='data:1', cache_dir=None):
   s = setting()
-  spec = ModelSpec(s['model'].apply, 3, s['model'].penultimate)
-  return Context(spec, s['forget'], s['retain'], sharding.make_mesh(mesh_spec), 0,
+  return Context(helpers.classifier(s['model'], s['forget']), s['forget'], s['retain'], sharding.make_mesh(mesh_spec), 0,
                  cache_dir)
 
 
@@ -100,28 +99,28 @@ class AcuTest(parameterized.TestCase):
   def test_head_equals_ridge_on_the_retain_set(self):
     out = run_method(method(), setting()['variables'], context(), 'acu')
     s = setting()
-    feats = np.asarray(s['model'].penultimate(s['variables'], s['retain'].x))
+    feats = np.asarray(s['model'].penultimate(s['variables'], s['retain']['x']))
     buffer = out.variables['acu']['buffer']
     expected = ridge.closed_form(acu.buffer_features(feats, buffer),
-                                 ridge.one_hot(s['retain'].y, 3))
+                                 ridge.one_hot(s['retain']['y'], 3))
     # The method sees float32 features computed per batch (they differ from
     # these full-batch ones by ~1e-7) and returns a float32 head.
     self.assertLess(relative_error(out.variables['acu']['head'], expected), 1e-5)
     self.assertEqual(buffer.shape, (16, 64))
-    logits, _ = out.apply_fn(out.variables, s['retain'].x, False)
-    self.assertGreater(accuracy(np.asarray(logits), s['retain'].y), 90.0)
+    logits, _ = out.task.apply(out.variables, s['retain'].arrays(), False)
+    self.assertGreater(accuracy(np.asarray(logits), s['retain']['y']), 90.0)
     self.assertEqual(out.steps, 1)
 
   def test_continual_functions_match_the_method(self):
     s = setting()
     buffer = acu.buffer_weights(0, 16, 64)
-    f_forget = s['model'].penultimate(s['variables'], s['forget'].x)
-    f_retain = s['model'].penultimate(s['variables'], s['retain'].x)
-    state = acu.fit(f_retain, s['retain'].y, buffer, num_classes=3)
-    state = acu.learn_chunk(state, f_forget, s['forget'].y, buffer)
-    state = acu.forget_chunk(state, f_forget, s['forget'].y, buffer)
+    f_forget = s['model'].penultimate(s['variables'], s['forget']['x'])
+    f_retain = s['model'].penultimate(s['variables'], s['retain']['x'])
+    state = acu.fit(f_retain, ridge.one_hot(s['retain']['y'], 3), buffer)
+    state = acu.learn_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer)
+    state = acu.forget_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer)
     expected = ridge.closed_form(acu.buffer_features(f_retain, buffer),
-                                 ridge.one_hot(s['retain'].y, 3))
+                                 ridge.one_hot(s['retain']['y'], 3))
     # Same float64 features on both sides; the 64-wide buffer on 64 retained
     # rows is ill-conditioned (gamma = 0.1), hence 1e-7 rather than 1e-8.
     self.assertLess(relative_error(state.W, expected), 1e-7)
@@ -142,7 +141,7 @@ class AcuTest(parameterized.TestCase):
     m, ctx = method(), context()
     jitted = run_method(m, setting()['variables'], ctx)
     with jax.disable_jit():
-      state, _ = m.update(ctx.spec, m.prepare(ctx, setting()['variables']), None)
+      state, _ = m.update(ctx.task, m.prepare(ctx, setting()['variables']), None)
     self.assertLess(relative_error(m.result(state)['acu']['head'],
                                    jitted.variables['acu']['head']), 1e-5)
 
@@ -151,7 +150,7 @@ class AcuTest(parameterized.TestCase):
     self.assertTrue(m.x64)
     state = m.prepare(ctx, setting()['variables'])
     with jax.enable_x64(True):
-      after, _ = jax.jit(m.update, static_argnums=0)(ctx.spec, state, None)
+      after, _ = jax.jit(m.update, static_argnums=0)(ctx.task, state, None)
     self.assertEqual(after['ridge'].R.dtype, np.float64)
     # The downdate happens in update: prepare's head still holds D_f.
     self.assertGreater(relative_error(state['ridge'].W, after['ridge'].W), 1e-3)
@@ -168,11 +167,15 @@ class AcuTest(parameterized.TestCase):
     with self.assertRaises(MuJaxError):
       create_method('acu', **kw)
 
-  def test_needs_features_fn(self):
+  def test_needs_a_final_linear_layer(self):
     s = setting()
-    ctx = Context(ModelSpec(s['model'].apply, 3), s['forget'], s['retain'],
-                  sharding.make_mesh('data:1'))
-    with self.assertRaisesRegex(MuJaxError, 'features_fn'):
+
+    class NoHead(Classification):
+      capabilities = frozenset({CLASS_LABELS})
+
+    task = NoHead(s['model'], tuple(s['forget']['x'].shape[1:]), 3)
+    ctx = Context(task, s['forget'], s['retain'], sharding.make_mesh('data:1'))
+    with self.assertRaisesRegex(MuJaxError, 'needs a final linear layer'):
       run_method(method(), s['variables'], ctx)
     self.assertIn('acu', METHODS.names())
 

@@ -7,11 +7,11 @@ import numpy as np
 import optax
 from absl.testing import absltest, parameterized
 
+from tests import helpers
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import Stream, create_method, method_defaults, run_method
 from mu_jax.methods import boundary, distill, npo, salun, smooth, sparse
 from mu_jax.methods.gradient import gradient_method, sam_gradient
-from mu_jax.optim import weighted_cross_entropy
 from tests import test_methods as tm
 from tests.test_train import assert_trees_close
 
@@ -25,6 +25,15 @@ def tree_equal(a, b) -> bool:
 def overrides(hparams: dict) -> str:
   return ';'.join(f'{k}={v}' for k, v in hparams.items())
 
+
+
+def ce(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def weighted_ce(logits, labels, weights):
+  """Mean cross-entropy over rows with weight 1 (padding has 0)."""
+  return jnp.sum(ce(logits, labels) * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 class RegistryTest(parameterized.TestCase):
 
@@ -105,23 +114,23 @@ class NPOTest(absltest.TestCase):
 
     terms = [2 / beta * np.log(1 + (prob(logits[i], labels[i]) / prob(ref[i], labels[i])) ** beta)
              for i in range(2)]
-    got = npo.npo_loss(jnp.asarray(logits), jnp.asarray(ref), jnp.asarray(labels),
-                       jnp.asarray(weights), beta)
+    got = npo.npo_loss(ce(jnp.asarray(logits), jnp.asarray(labels)),
+                       ce(jnp.asarray(ref), jnp.asarray(labels)), jnp.asarray(weights), beta)
     np.testing.assert_allclose(float(got), np.mean(terms), rtol=1e-6)
 
   def test_gradient_tends_to_gradient_ascent_as_beta_goes_to_zero(self):
     s = tm.setting()
     apply, ref = s['model'].apply, s['variables']
-    x, y = jnp.asarray(s['forget'].x[:16]), jnp.asarray(s['forget'].y[:16])
+    x, y = jnp.asarray(s['forget']['x'][:16]), jnp.asarray(s['forget']['y'][:16])
     w = jnp.ones(16)
     params = jax.tree.map(jnp.copy, ref['params'])   # θ ≠ θ_ref: π_θ(y|x) far below π_ref
     params['head'] = {**params['head'], 'kernel': -params['head']['kernel']}
 
     def npo_grad(p, beta):
-      return jax.grad(lambda q: npo.npo_loss(apply({'params': q}, x, True)[0],
-                                             apply(ref, x, False)[0], y, w, beta))(p)
+      return jax.grad(lambda q: npo.npo_loss(ce(apply({'params': q}, x, True)[0], y),
+                                             ce(apply(ref, x, False)[0], y), w, beta))(p)
 
-    ga = jax.grad(lambda q: -weighted_cross_entropy(apply({'params': q}, x, True)[0], y, w))
+    ga = jax.grad(lambda q: -weighted_ce(apply({'params': q}, x, True)[0], y, w))
 
     def rel_err(a, b):
       diff = sum(jnp.sum(jnp.square(u - v)) for u, v in zip(jax.tree.leaves(a),
@@ -155,9 +164,9 @@ class L1SparseTest(absltest.TestCase):
         params = state.params
         logits, _ = s['model'].apply({'params': params}, batch['x'], True)
         l1 = sum(float(jnp.sum(jnp.abs(p))) for p in jax.tree.leaves(params))
-        want = float(weighted_cross_entropy(logits, batch['y'], batch['w'])
+        want = float(weighted_ce(logits, batch['y'], batch['w'])
                      ) + alpha * (1 - epoch / epochs) * l1
-        state, stats = update(ctx.spec, state, batch)
+        state, stats = update(ctx.task, state, batch)
         np.testing.assert_allclose(float(stats['loss']), want, rtol=1e-5, err_msg=str(step))
         step += 1
     self.assertEqual(step, epochs * 2)
@@ -173,15 +182,15 @@ class ScrubTest(absltest.TestCase):
                                         retain_batch_size=32, **hp), s['variables'], tm.context())
     teacher, t = s['variables'], hp['temperature']
 
-    def kd_loss(spec, variables, batch, rng):   # written from the paper's formula
+    def kd_loss(task, variables, batch, rng):   # written from the paper's formula
       del rng
-      z_s, _ = spec.apply_fn(variables, batch['x'], True)
-      z_t, _ = spec.apply_fn(teacher, batch['x'], False)
+      z_s, _ = task.apply(variables, batch, True)
+      z_t, _ = task.apply(teacher, batch, False)
       p_t = jax.nn.softmax(z_t / t)
       kl = jnp.sum(p_t * (jnp.log(p_t) - jax.nn.log_softmax(z_s / t)), -1) * t * t
       ce = optax.softmax_cross_entropy_with_integer_labels(z_s, batch['y'])
       per_row = hp['ce_weight'] * ce + hp['kl_weight'] * kl
-      return jnp.sum(per_row * batch['w']) / jnp.sum(batch['w']), (z_s, batch['y'], {})
+      return jnp.sum(per_row * batch['w']) / jnp.sum(batch['w']), {}
 
     distilled = run_method(gradient_method(
         kd_loss, stream=Stream('retain', hp['epochs'], 32), learning_rate=hp['learning_rate'],
@@ -207,10 +216,10 @@ class BadTeacherTest(absltest.TestCase):
   def test_forget_rows_follow_the_random_teacher_and_retain_rows_the_original(self):
     s = tm.setting()
     apply, ctx = s['model'].apply, tm.context()
-    bad = distill.incompetent_teacher(ctx, s['variables'])
+    bad = distill.incompetent_teacher(ctx)
     out = run_method(create_method('bad_teacher', epochs=3, batch_size=32, learning_rate=0.01),
                      s['variables'], ctx)
-    x_f, x_r, ones = s['forget'].x, s['retain'].x, np.ones(len(s['forget'].y))
+    x_f, x_r, ones = s['forget']['x'], s['retain']['x'], np.ones(len(s['forget']['y']))
 
     def kl_to_bad(variables):
       return float(distill.distill_kl(apply(variables, x_f, False)[0], apply(bad, x_f, False)[0],
@@ -218,7 +227,7 @@ class BadTeacherTest(absltest.TestCase):
 
     self.assertLess(kl_to_bad(out.variables), 0.2 * kl_to_bad(s['variables']))
     logits, _ = apply(out.variables, x_r, False)
-    self.assertGreater(float(np.mean(np.argmax(logits, -1) == s['retain'].y)), 0.9)
+    self.assertGreater(float(np.mean(np.argmax(logits, -1) == s['retain']['y'])), 0.9)
 
 
 class BoundaryTest(absltest.TestCase):
@@ -230,7 +239,9 @@ class BoundaryTest(absltest.TestCase):
     apply = lambda v, z, train: (z.reshape(1, 4) @ v, {})
     kernel = jnp.asarray(np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]],
                                   np.float32))
-    adv = np.asarray(boundary.fgsm(apply, kernel, x, jnp.array([0]), 0.1, lo, hi)).ravel()
+    task = helpers.classifier(apply, {'x': x}, 2)
+    adv = np.asarray(boundary.fgsm(task, kernel, {'x': x, 'y': jnp.array([0])}, 0.1, lo,
+                                   hi)).ravel()
     adv_pixels = (adv - lo) / 2
     # The CE of class 0 falls along kernel[:, 0] − kernel[:, 1] = (2, −2, 2, −2): ascent moves against it.
     np.testing.assert_allclose(adv_pixels, np.round(np.clip(pixels[0] + 0.1 * np.array(
@@ -240,8 +251,8 @@ class BoundaryTest(absltest.TestCase):
     s = tm.setting()
     model, variables = s['model'], s['variables']
     wide = boundary.widen(variables, jax.random.PRNGKey(0), 0.5)
-    x = jnp.asarray(s['forget'].x[:5])
-    logits, _ = boundary.widened_logits(model.apply, wide, x, True)
+    x = jnp.asarray(s['forget']['x'][:5])
+    logits, _ = boundary.widened_logits(helpers.classifier(model, {'x': x}), wide, {'x': x}, True)
     features = model.penultimate(variables, x)
     head, shadow = wide['params']['head'], wide['params'][boundary.SHADOW]
     want = jnp.concatenate([head['kernel'], shadow['kernel']], 1)

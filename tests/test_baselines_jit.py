@@ -2,9 +2,10 @@
 import jax
 from absl.testing import absltest, parameterized
 
+from tests import helpers
 from mu_jax import sharding
-from mu_jax.data import Split
-from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.data import Examples
+from mu_jax.methods import Context, create_method, run_method
 from mu_jax.methods.base import epoch_stream
 from tests import test_methods as tm
 from tests.test_train import assert_trees_close
@@ -31,8 +32,8 @@ def small(name):
 def context(mesh_spec='data:1'):
   """32 forget and 64 retain rows of the shared setting: few steps, eager runs stay quick."""
   s = tm.setting()
-  return Context(ModelSpec(s['model'].apply, 3), Split(s['forget'].x[:32], s['forget'].y[:32]),
-                 Split(s['retain'].x[:64], s['retain'].y[:64]), sharding.make_mesh(mesh_spec))
+  return Context(helpers.classifier(s['model'], s['forget']), Examples(x=s['forget']['x'][:32], y=s['forget']['y'][:32]),
+                 Examples(x=s['retain']['x'][:64], y=s['retain']['y'][:64]), sharding.make_mesh(mesh_spec))
 
 
 class JitTest(parameterized.TestCase):
@@ -45,7 +46,7 @@ class JitTest(parameterized.TestCase):
     with jax.disable_jit():
       for epoch in range(method.stream.epochs):
         for batch in epoch_stream(method, ctx, epoch):
-          state, _ = method.update(ctx.spec, state, batch)
+          state, _ = method.update(ctx.task, state, batch)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-5, atol=1e-6)
 
   @parameterized.parameters('npo', 'scrub')

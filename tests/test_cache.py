@@ -5,16 +5,17 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
+from tests import helpers
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.methods import cache
-from mu_jax.methods.base import Context, ModelSpec
+from mu_jax.methods.base import Context
 
 
 def _context(forget_rows, x, y):
   keep = np.setdiff1d(np.arange(len(y)), forget_rows)
-  return Context(ModelSpec(None, 3), Split(x[forget_rows], y[forget_rows]),
-                 Split(x[keep], y[keep]), sharding.make_mesh('data:1'))
+  return Context(helpers.classifier(None, {'x': x}), Examples(x=x[forget_rows], y=y[forget_rows]),
+                 Examples(x=x[keep], y=y[keep]), sharding.make_mesh('data:1'))
 
 
 class CacheTest(absltest.TestCase):
@@ -37,7 +38,8 @@ class CacheTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 2, 2)), rng.integers(0, 3, 20)
     perm = rng.permutation(20)
-    a, b = cache.canonical_order(x, y), cache.canonical_order(x[perm], y[perm])
+    a = cache.canonical_order({'x': x, 'y': y})
+    b = cache.canonical_order({'x': x[perm], 'y': y[perm]})
     np.testing.assert_array_equal(x[a], x[perm][b])
 
   def test_fingerprint_is_per_data_not_per_request(self):

@@ -5,8 +5,8 @@ import os
 import tensorflow_datasets as tfds
 from absl.testing import absltest
 
-from mu_jax.benchmark import run_benchmark
-from mu_jax.evaluation import markdown_table
+from mu_jax.experiments.benchmark import run_benchmark
+from mu_jax.experiments.results import markdown_table
 from tests import helpers
 
 

@@ -3,7 +3,7 @@ import os
 
 from absl.testing import absltest
 
-from mu_jax import config_lib
+from mu_jax.experiments import config_lib
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import METHODS, method_defaults
 from tests import helpers
@@ -12,7 +12,7 @@ from tests import helpers
 class ConfigTest(absltest.TestCase):
 
   def test_default_workdir_ignores_config_arguments(self):
-    from mu_jax import cli
+    from mu_jax.experiments import cli
     for arg in ('configs/fashion_mnist_cnn.py', 'configs/fashion_mnist_cnn.py:forget=random:0.1',
                 'fashion_mnist_cnn.py:method=rl,seed=3'):
       self.assertEqual(cli.default_workdir(arg), os.path.join('runs', 'fashion_mnist_cnn'))

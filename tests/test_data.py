@@ -25,8 +25,8 @@ FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 
 
 def all_splits(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-  return (np.concatenate([ds.train.x, ds.val.x, ds.test.x]),
-          np.concatenate([ds.train.y, ds.val.y, ds.test.y]))
+  return (np.concatenate([ds.train['x'], ds.val['x'], ds.test['x']]),
+          np.concatenate([ds.train['y'], ds.val['y'], ds.test['y']]))
 
 
 def raw_values(x: np.ndarray, max_value: float) -> np.ndarray:
@@ -116,26 +116,26 @@ class DigitsTest(absltest.TestCase):
   def test_shapes_dtypes_and_classes(self):
     ds = load_dataset('digits', seed=0, val_fraction=0.1, test_fraction=0.2)
     self.assertEqual(ds.name, 'digits')
-    self.assertEqual(ds.num_classes, 10)
+    self.assertEqual(ds.outputs, 10)
     self.assertEqual(
-        [len(ds.train.y), len(ds.val.y), len(ds.test.y)],
+        [len(ds.train['y']), len(ds.val['y']), len(ds.test['y'])],
         [1797 - 180 - 359, 180, 359])
     for s in (ds.train, ds.val, ds.test):
-      self.assertEqual(s.x.shape[1:], (8, 8, 1))
-      self.assertEqual(s.x.dtype, np.float32)
-      self.assertEqual(s.y.dtype, np.int32)
-      self.assertTrue(((s.y >= 0) & (s.y < 10)).all())
-    self.assertEqual(set(ds.train.y.tolist()), set(range(10)))
+      self.assertEqual(s['x'].shape[1:], (8, 8, 1))
+      self.assertEqual(s['x'].dtype, np.float32)
+      self.assertEqual(s['y'].dtype, np.int32)
+      self.assertTrue(((s['y'] >= 0) & (s['y'] < 10)).all())
+    self.assertEqual(set(ds.train['y'].tolist()), set(range(10)))
 
   def test_deterministic_per_seed(self):
     a = load_dataset('digits', seed=3)
     b = load_dataset('digits', seed=3)
     for sa, sb in zip(a[1:4], b[1:4]):
-      self.assertEqual(sa.x.tobytes(), sb.x.tobytes())
-      self.assertEqual(sa.y.tobytes(), sb.y.tobytes())
+      self.assertEqual(sa['x'].tobytes(), sb['x'].tobytes())
+      self.assertEqual(sa['y'].tobytes(), sb['y'].tobytes())
     c = load_dataset('digits', seed=4)
-    self.assertNotEqual(row_counts(raw_values(a.test.x, 16), a.test.y),
-                        row_counts(raw_values(c.test.x, 16), c.test.y))
+    self.assertNotEqual(row_counts(raw_values(a.test['x'], 16), a.test['y']),
+                        row_counts(raw_values(c.test['x'], 16), c.test['y']))
 
   def test_splits_partition_the_source(self):
     ds = load_dataset('digits', seed=1)
@@ -147,15 +147,15 @@ class DigitsTest(absltest.TestCase):
 
   def test_train_is_standardised(self):
     ds = load_dataset('digits')
-    assert_standardised(ds.train.x)
-    self.assertGreater(abs(ds.test.x.mean()), 0)
+    assert_standardised(ds.train['x'])
+    self.assertGreater(abs(ds.test['x'].mean()), 0)
 
   def test_zero_val_fraction_gives_empty_split(self):
     ds = load_dataset('digits', val_fraction=0.0)
-    self.assertEqual(ds.val.x.shape, (0, 8, 8, 1))
-    self.assertEqual(ds.val.x.dtype, np.float32)
-    self.assertEqual(ds.val.y.shape, (0,))
-    self.assertLen(ds.train.y, 1797 - 359)
+    self.assertEqual(ds.val['x'].shape, (0, 8, 8, 1))
+    self.assertEqual(ds.val['x'].dtype, np.float32)
+    self.assertEqual(ds.val['y'].shape, (0,))
+    self.assertLen(ds.train['y'], 1797 - 359)
 
   def test_bad_fractions(self):
     for val, test in [(-0.1, 0.2), (1.0, 0.0), (0.1, 1.0), (0.5, 0.5),
@@ -169,7 +169,7 @@ class DigitsTest(absltest.TestCase):
 
   def test_unknown_source_lists_kinds(self):
     with self.assertRaisesRegex(MuJaxError,
-                                'valid names are: digits, idx, tfds'):
+                                'valid names are: diabetes, digits, friedman, idx, tfds'):
       load_dataset('csv:/tmp/x')
 
 
@@ -210,15 +210,15 @@ class IdxTest(parameterized.TestCase):
     directory = self.create_tempdir().full_path
     _, labels = tiny_idx_dir(directory, gz=gz)
     ds = load_dataset(f'idx:{directory}', seed=2, val_fraction=0.25)
-    self.assertEqual(ds.num_classes, 3)
-    self.assertEqual(ds.train.x.shape, (30, 5, 4, 1))
-    self.assertEqual(ds.val.x.shape, (10, 5, 4, 1))
-    self.assertEqual(ds.test.x.shape, (10, 5, 4, 1))
-    assert_standardised(ds.train.x)
+    self.assertEqual(ds.outputs, 3)
+    self.assertEqual(ds.train['x'].shape, (30, 5, 4, 1))
+    self.assertEqual(ds.val['x'].shape, (10, 5, 4, 1))
+    self.assertEqual(ds.test['x'].shape, (10, 5, 4, 1))
+    assert_standardised(ds.train['x'])
     ids = {}
     for name, s in [('train', ds.train), ('val', ds.val), ('test', ds.test)]:
-      ids[name] = raw_values(s.x, 255)[:, 0, 0, 0]
-      np.testing.assert_array_equal(s.y, labels[ids[name]])
+      ids[name] = raw_values(s['x'], 255)[:, 0, 0, 0]
+      np.testing.assert_array_equal(s['y'], labels[ids[name]])
     self.assertCountEqual(np.concatenate([ids['train'], ids['val']]),
                           range(40))
     np.testing.assert_array_equal(ids['test'], range(40, 50))
@@ -274,14 +274,14 @@ class IdxTest(parameterized.TestCase):
                        'Debian dataset-fashion-mnist is not installed.')
   def test_real_fashion_mnist(self):
     ds = load_dataset(f'idx:{FASHION_MNIST}', seed=0, val_fraction=0.1)
-    self.assertEqual(ds.train.x.shape, (54000, 28, 28, 1))
-    self.assertEqual(ds.val.x.shape, (6000, 28, 28, 1))
-    self.assertEqual(ds.test.x.shape, (10000, 28, 28, 1))
-    self.assertEqual(ds.num_classes, 10)
-    np.testing.assert_array_equal(np.bincount(ds.test.y), [1000] * 10)
+    self.assertEqual(ds.train['x'].shape, (54000, 28, 28, 1))
+    self.assertEqual(ds.val['x'].shape, (6000, 28, 28, 1))
+    self.assertEqual(ds.test['x'].shape, (10000, 28, 28, 1))
+    self.assertEqual(ds.outputs, 10)
+    np.testing.assert_array_equal(np.bincount(ds.test['y']), [1000] * 10)
     np.testing.assert_array_equal(
-        np.bincount(np.concatenate([ds.train.y, ds.val.y])), [6000] * 10)
-    assert_standardised(ds.train.x)
+        np.bincount(np.concatenate([ds.train['y'], ds.val['y']])), [6000] * 10)
+    assert_standardised(ds.train['x'])
 
 
 class TfdsTest(absltest.TestCase):
@@ -294,22 +294,22 @@ class TfdsTest(absltest.TestCase):
                         val_fraction=0.2)
       again = load_dataset('tfds:mnist', data_dir=data_dir, seed=0,
                            val_fraction=0.2)
-    self.assertEqual(ds.num_classes, 10)
-    self.assertEqual(ds.train.x.shape, (40, 28, 28, 1))
-    self.assertEqual(ds.val.x.shape, (10, 28, 28, 1))
-    self.assertEqual(ds.test.x.shape, (50, 28, 28, 1))
-    self.assertTrue(((ds.train.y >= 0) & (ds.train.y < 10)).all())
-    self.assertEqual(ds.train.x.tobytes(), again.train.x.tobytes())
+    self.assertEqual(ds.outputs, 10)
+    self.assertEqual(ds.train['x'].shape, (40, 28, 28, 1))
+    self.assertEqual(ds.val['x'].shape, (10, 28, 28, 1))
+    self.assertEqual(ds.test['x'].shape, (50, 28, 28, 1))
+    self.assertTrue(((ds.train['y'] >= 0) & (ds.train['y'] < 10)).all())
+    self.assertEqual(ds.train['x'].tobytes(), again.train['x'].tobytes())
 
   def test_mock_cifar100_fine_labels_per_channel(self):
     data_dir = self.create_tempdir().full_path
     with tfds.testing.mock_data(num_examples=30,
                                 policy=tfds.testing.MockPolicy.USE_CODE):
       ds = load_dataset('tfds:cifar100', data_dir=data_dir, val_fraction=0.0)
-    self.assertEqual(ds.num_classes, 100)
-    self.assertEqual(ds.train.x.shape, (30, 32, 32, 3))
-    self.assertEqual(ds.val.x.shape, (0, 32, 32, 3))
-    assert_standardised(ds.train.x)
+    self.assertEqual(ds.outputs, 100)
+    self.assertEqual(ds.train['x'].shape, (30, 32, 32, 3))
+    self.assertEqual(ds.val['x'].shape, (0, 32, 32, 3))
+    assert_standardised(ds.train['x'])
 
   def test_prepared_array_record_data(self):
     data_dir = self.create_tempdir().full_path
@@ -319,11 +319,11 @@ class TfdsTest(absltest.TestCase):
     labels = {'train': np.arange(12) % 10, 'test': np.arange(5)}
     prepare_tfds_mnist(data_dir, images, labels)
     ds = load_dataset('tfds:mnist', data_dir=data_dir, val_fraction=0.0)
-    np.testing.assert_array_equal(ds.train.y, labels['train'])
-    np.testing.assert_array_equal(ds.test.y, labels['test'])
+    np.testing.assert_array_equal(ds.train['y'], labels['train'])
+    np.testing.assert_array_equal(ds.test['y'], labels['test'])
     mean = images['train'].mean() / 255
     std = (images['train'] / 255).std()
-    np.testing.assert_allclose(ds.test.x, (images['test'] / 255 - mean) / std,
+    np.testing.assert_allclose(ds.test['x'], (images['test'] / 255 - mean) / std,
                                rtol=1e-4, atol=1e-4)
 
   def test_missing_shard(self):

@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
+from tests import helpers
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import datamodels, trak
 from mu_jax.methods import create_method, run_method
-from mu_jax.methods.base import Context, ModelSpec, epoch_stream
+from mu_jax.methods.base import Context, epoch_stream
 from tests.test_methods import context, setting
 from tests.test_train import assert_trees_close
 
@@ -47,10 +48,8 @@ class TrakTest(parameterized.TestCase):
     x, y, theta, xt = _least_squares()
     stacked = {'params': {'w': jnp.asarray(theta, jnp.float32)[None]}}
     proj = trak.Projection(dim=proj_dim, block=3)
-    state = trak.fit(_linear_apply, stacked, x, y, proj=proj, output_fn=_identity,
-                     q_fn=_residual, chunk_size=8)
-    target_phi, _ = trak.features(_linear_apply, stacked, xt, np.zeros(5, np.float32),
-                                  output_fn=_identity, q_fn=_residual, proj=proj)
+    state = trak.fit(helpers.classifier(_linear_apply, {'x': x}), stacked, Examples(x=x, y=y), proj=proj, output_fn=_identity, q_fn=_residual, chunk_size=8)
+    target_phi, _ = trak.features(helpers.classifier(_linear_apply, {'x': xt}), stacked, Examples(x=xt, y=np.zeros(5, np.float32)), output_fn=_identity, q_fn=_residual, proj=proj)
     tau = np.asarray(trak.scores(state, target_phi))[:, 0]          # [T, n]
     x64 = x.astype(np.float64)
     leverage = np.einsum('nd,de,ne->n', x64, np.linalg.inv(x64.T @ x64), x64)
@@ -65,12 +64,13 @@ class TrakTest(parameterized.TestCase):
     stacked = {'params': {'w': jnp.asarray(np.stack([theta, 0.5 * theta]), jnp.float32)}}
     proj = trak.Projection(dim=16, block=3)
     kw = dict(output_fn=_identity, q_fn=_residual, proj=proj)
-    state = trak.fit(_linear_apply, stacked, x, y, **kw)
+    state = trak.fit(helpers.classifier(_linear_apply, {'x': x}), stacked, Examples(x=x, y=y), **kw)
     rows = np.array([0, 3, 7])
-    target_phi, _ = trak.features(_linear_apply, stacked, xt, np.zeros(5, np.float32), **kw)
+    target_phi, _ = trak.features(helpers.classifier(_linear_apply, {'x': xt}), stacked, Examples(x=xt, y=np.zeros(5, np.float32)), **kw)
     expected = np.asarray(trak.scores(state, target_phi))[:, 0][:, rows].sum(1)
     tangents = trak.removal_tangents(state, rows, stacked, proj)
-    got = trak.directional_outputs(_linear_apply, stacked, tangents, jnp.asarray(xt))
+    got = trak.directional_outputs(helpers.classifier(_linear_apply, {'x': xt}), stacked, tangents,
+                                   {'x': jnp.asarray(xt)})
     np.testing.assert_allclose(np.asarray(got)[:, 0], expected, rtol=1e-4, atol=1e-5)
 
   @parameterized.parameters('rademacher', 'normal')
@@ -95,9 +95,8 @@ class TrakTest(parameterized.TestCase):
   def test_features_without_room_for_the_matrix_are_unchanged(self):
     s = setting()
     stacked = jax.tree.map(lambda leaf: leaf[None], s['variables'])
-    x, y = s['forget'].x[:12], s['forget'].y[:12]
-    run = lambda: trak.features(s['model'].apply, stacked, x, y,
-                                proj=trak.Projection(dim=16, block=100), chunk_size=8)
+    x, y = s['forget']['x'][:12], s['forget']['y'][:12]
+    run = lambda: trak.features(helpers.classifier(s['model'], {'x': x}), stacked, Examples(x=x, y=y), proj=trak.Projection(dim=16, block=100), chunk_size=8)
     materialised = run()
     with mock.patch.object(trak, 'MATRIX_BUDGET_BYTES', 0):
       regenerated = run()
@@ -106,15 +105,14 @@ class TrakTest(parameterized.TestCase):
   def test_margin_is_log_odds(self):
     logits = jnp.asarray([1.0, 2.0, -0.5])
     p = jax.nn.softmax(logits)[1]
-    np.testing.assert_allclose(trak.margin(logits, 1), np.log(p / (1 - p)), rtol=1e-5)
+    np.testing.assert_allclose(trak.margin_output(logits, 1)[0], np.log(p / (1 - p)), rtol=1e-5)
     np.testing.assert_allclose(trak.out_to_loss(logits, 1), 1 - p, rtol=1e-5)
 
   def test_eight_devices_match_one(self):
     s = setting()
     stacked = jax.tree.map(lambda leaf: jnp.stack([leaf, leaf * 0.9]), s['variables'])
-    x, y = s['forget'].x[:40], s['forget'].y[:40]
-    out = [trak.features(s['model'].apply, stacked, x, y, proj=trak.Projection(dim=32),
-                         chunk_size=16, mesh=sharding.make_mesh(spec))
+    x, y = s['forget']['x'][:40], s['forget']['y'][:40]
+    out = [trak.features(helpers.classifier(s['model'], {'x': x}), stacked, Examples(x=x, y=y), proj=trak.Projection(dim=32), chunk_size=16, mesh=sharding.make_mesh(spec))
            for spec in ('data:1', 'data:8')]
     assert_trees_close(out[0], out[1], rtol=1e-4, atol=1e-5)
     self.assertEqual(out[0][0].shape, (2, 40, 1, 32))
@@ -135,9 +133,9 @@ class DatamodelsTest(absltest.TestCase):
   def test_estimate_trains_an_ensemble(self):
     s = setting()
     cfg = trak_recipe()
-    dm = datamodels.estimate(s['model'], cfg, s['retain'], s['forget'], num_models=4,
+    dm = datamodels.estimate(helpers.classifier(s['model'], s['retain']), cfg, s['retain'], s['forget'], num_models=4,
                              regression='ridge', reg=1.0, mesh=sharding.make_mesh('data:1'))
-    self.assertEqual(dm.beta.shape, (len(s['forget'].y), 1, len(s['retain'].y)))
+    self.assertEqual(dm.beta.shape, (len(s['forget']['y']), 1, len(s['retain']['y'])))
     self.assertTrue(np.all(np.isfinite(dm.beta)))
 
 
@@ -156,12 +154,13 @@ class DmmTest(parameterized.TestCase):
   def _targets(self, ctx, multiplier=1.0):
     from mu_jax.methods import dmm
     variables = setting()['variables']
-    x, _ = dmm.finetune_rows(ctx, 3.0)
+    rows = dmm.finetune_rows(ctx, 3.0)
+    x = rows['x']
     attribution = dmm.forget_attribution(
-        ctx, variables, num_models=2, subset_fraction=0.5, proj_dim=64, lam=0.0,
+        ctx, num_models=2, subset_fraction=0.5, proj_dim=64, lam=0.0,
         chunk_size=64, recipe=dmm._recipe('adam', 0.01, 32, 2))
-    return x, dmm.predicted_oracle_logits(ctx.spec.apply_fn, variables, attribution,
-                                          jnp.asarray(x), multiplier)
+    return x, dmm.predicted_oracle_logits(ctx.task, variables, attribution,
+                                          {'x': jnp.asarray(x)}, multiplier)
 
   def test_dmm_moves_logits_toward_targets(self):
     ctx = context()
@@ -180,7 +179,8 @@ class DmmTest(parameterized.TestCase):
     ctx = context()
     x, targets = self._targets(ctx)
     out = run_method(create_method('dm_direct', **SMALL), setting()['variables'], ctx)
-    logits, _ = jax.jit(out.apply_fn, static_argnums=2)(out.variables, jnp.asarray(x), False)
+    logits, _ = jax.jit(out.task.apply, static_argnums=2)(out.variables, {'x': jnp.asarray(x)},
+                                                         False)
     np.testing.assert_allclose(logits, targets, rtol=1e-4, atol=1e-4)
     self.assertGreater(np.abs(np.asarray(targets) - np.asarray(
         setting()['model'].apply(setting()['variables'], x, False)[0])).max(), 1e-3)
@@ -197,10 +197,11 @@ class DmmTest(parameterized.TestCase):
 
     y = np.repeat(np.arange(3), 4).astype(np.int32)
     x = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
-    ctx = Context(ModelSpec(apply, 3), Split(x[y == 0], y[y == 0]),
-                  Split(x[y > 0], y[y > 0]), sharding.make_mesh('data:1'))
+    init = lambda rng, sample: {'params': {'b': jnp.zeros(3)}}   # Flax's zero bias
+    ctx = Context(helpers.classifier(apply, {'x': x}, 3, init), Examples(x=x[y == 0], y=y[y == 0]),
+                  Examples(x=x[y > 0], y=y[y > 0]), sharding.make_mesh('data:1'))
     lr, subset = 0.1, 6
-    removed = dmm.datamodel_removal(ctx, {'params': {'b': jnp.zeros(3)}}, x, num_models=64,
+    removed = dmm.datamodel_removal(ctx, Examples(x=x, y=y), num_models=64,
                                     subset_fraction=0.5, regression='ridge', reg=1e-6,
                                     recipe=dmm._recipe('sgd', lr, 12, 1))
     beta = lr * (y[:, None] == np.arange(3)) / subset   # [n, C], D_f = the class-0 rows
@@ -219,20 +220,19 @@ class DmmTest(parameterized.TestCase):
     s = setting()
     kw = dict(num_models=2, subset_fraction=0.5, proj_dim=16, lam=0.0, chunk_size=64,
               recipe=dmm._recipe('adam', 0.01, 32, 1))
-    other = Context(ModelSpec(s['model'].apply, 3), Split(s['retain'].x[:5], s['retain'].y[:5]),
-                    Split(np.concatenate([s['forget'].x, s['retain'].x[5:]]),
-                          np.concatenate([s['forget'].y, s['retain'].y[5:]])),
+    other = Context(helpers.classifier(s['model'], s['forget']), Examples(x=s['retain']['x'][:5], y=s['retain']['y'][:5]),
+                    Examples(x=np.concatenate([s['forget']['x'], s['retain']['x'][5:]]), y=np.concatenate([s['forget']['y'], s['retain']['y'][5:]])),
                     sharding.make_mesh('data:1'))
     with tempfile.TemporaryDirectory() as d:
-      cold = dmm.forget_attribution(context()._replace(cache_dir=d), s['variables'], **kw)
+      cold = dmm.forget_attribution(context()._replace(cache_dir=d), **kw)
       (name,) = os.listdir(d)
-      warm = dmm.forget_attribution(context()._replace(cache_dir=d), s['variables'], **kw)
+      warm = dmm.forget_attribution(context()._replace(cache_dir=d), **kw)
       # Another request on the same D loads the same ensemble.
-      moved = dmm.forget_attribution(other._replace(cache_dir=d), s['variables'], **kw)
+      moved = dmm.forget_attribution(other._replace(cache_dir=d), **kw)
       self.assertEqual(os.listdir(d), [name])
     assert_trees_close(cold, warm, rtol=0, atol=0)
     assert_trees_close(cold.members, moved.members, rtol=0, atol=0)
-    uncached = dmm.forget_attribution(other, s['variables'], **kw)
+    uncached = dmm.forget_attribution(other, **kw)
     assert_trees_close(moved.tangents, uncached.tangents, rtol=1e-5, atol=1e-7)
 
   def test_unknown_estimator_is_refused(self):
@@ -255,7 +255,7 @@ class DmmTest(parameterized.TestCase):
     state = method.prepare(ctx, setting()['variables'])
     with jax.disable_jit():
       for batch in epoch_stream(method, ctx, 0):
-        state, _ = method.update(ctx.spec, state, batch)
+        state, _ = method.update(ctx.task, state, batch)
     assert_trees_close(method.result(state), one.variables, rtol=1e-4, atol=1e-5)
 
 

@@ -4,9 +4,9 @@ import os
 from absl.testing import absltest
 
 from mu_jax import ensembles, sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.methods import Context, create_method, run_method
 from mu_jax.models import create_model
 from tests import helpers
 from tests.test_train import assert_trees_close, recipe
@@ -20,10 +20,9 @@ class EnsembleMethodTest(absltest.TestCase):
     cls.model = create_model('mlp', 3, hidden=(16,))
     data = helpers.blobs(64)
     cls.mesh = sharding.make_mesh('data:1')
-    cls.stacked = ensembles.train_ensemble(cls.model, recipe(epochs=2, batch_size=16), data,
-                                           seeds=[0, 1, 2], mesh=cls.mesh)
-    cls.ctx = Context(ModelSpec(cls.model.apply, 3, cls.model.penultimate),
-                      Split(data.x[:16], data.y[:16]), Split(data.x[16:], data.y[16:]),
+    cls.stacked = ensembles.train_ensemble(helpers.classifier(cls.model, data), recipe(epochs=2, batch_size=16), data, seeds=[0, 1, 2], mesh=cls.mesh)
+    cls.ctx = Context(helpers.classifier(cls.model, data),
+                      Examples(x=data['x'][:16], y=data['y'][:16]), Examples(x=data['x'][16:], y=data['y'][16:]),
                       cls.mesh, seed=5)
     cls.seeds = [5, 6, 7]
 
@@ -75,29 +74,23 @@ class ShardedAndCachedEnsembleTest(absltest.TestCase):
   def test_members_sharded_over_eight_devices_match_one_device(self):
     model, data = create_model('mlp', 3, hidden=(8,)), helpers.blobs(48)
     cfg = recipe(epochs=1, batch_size=12)
-    one = ensembles.train_ensemble(model, cfg, data, seeds=list(range(8)),
-                                   mesh=sharding.make_mesh('data:1'))
-    sharded = ensembles.train_ensemble(model, cfg, data, seeds=list(range(8)),
-                                       mesh=sharding.make_mesh('data:8'), shard_members=True)
+    one = ensembles.train_ensemble(helpers.classifier(model, data), cfg, data, seeds=list(range(8)), mesh=sharding.make_mesh('data:1'))
+    sharded = ensembles.train_ensemble(helpers.classifier(model, data), cfg, data, seeds=list(range(8)), mesh=sharding.make_mesh('data:8'), shard_members=True)
     self.assertLen(sharded['params']['head']['kernel'].sharding.device_set, 8)
     assert_trees_close(one, sharded, rtol=1e-5, atol=1e-6)
     with self.assertRaisesRegex(MuJaxError, 'do not divide'):
-      ensembles.train_ensemble(model, cfg, data, seeds=[0, 1, 2], shard_members=True,
-                               mesh=sharding.make_mesh('data:8'))
+      ensembles.train_ensemble(helpers.classifier(model, data), cfg, data, seeds=[0, 1, 2], shard_members=True, mesh=sharding.make_mesh('data:8'))
 
   def test_orbax_cache_loads_the_trained_ensemble(self):
     model, data = create_model('mlp', 3, hidden=(8,)), helpers.blobs(32)
     cfg, mesh = recipe(epochs=1, batch_size=8), sharding.make_mesh('data:1')
     directory = os.path.join(self.create_tempdir().full_path, 'ensemble')
-    trained, seconds = ensembles.train_or_load_ensemble(model, cfg, data, seeds=[0, 1],
-                                                        mesh=mesh, directory=directory)
-    loaded, again = ensembles.train_or_load_ensemble(model, cfg, data, seeds=[0, 1],
-                                                     mesh=mesh, directory=directory)
+    trained, seconds = ensembles.train_or_load_ensemble(helpers.classifier(model, data), cfg, data, seeds=[0, 1], mesh=mesh, directory=directory)
+    loaded, again = ensembles.train_or_load_ensemble(helpers.classifier(model, data), cfg, data, seeds=[0, 1], mesh=mesh, directory=directory)
     self.assertEqual(seconds, again)
     assert_trees_close(trained, loaded, rtol=0, atol=0)
     with self.assertRaisesRegex(MuJaxError, 'different shape'):
-      ensembles.train_or_load_ensemble(model, cfg, data, seeds=[0, 1, 2], mesh=mesh,
-                                       directory=directory)
+      ensembles.train_or_load_ensemble(helpers.classifier(model, data), cfg, data, seeds=[0, 1, 2], mesh=mesh, directory=directory)
 
 
 if __name__ == '__main__':

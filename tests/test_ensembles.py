@@ -14,10 +14,11 @@ from tests.test_train import assert_trees_close, recipe
 
 def _alone_with_mask(model, cfg, data, seed, mask):
   """One model on a subset, as the mask weights rows: the reference loop."""
-  tx = optimizer_from_config(cfg, num_batches(len(data.y), cfg.batch_size))
-  state = init_state(model, tx, data.x, seed)
-  step = jax.jit(make_train_step(model.apply, tx))
-  arrays = {'x': data.x, 'y': data.y, 'm': mask.astype(np.float32)}
+  tx = optimizer_from_config(cfg, num_batches(len(data['y']), cfg.batch_size))
+  task = helpers.classifier(model, data)
+  state = init_state(task, tx, seed)
+  step = jax.jit(make_train_step(task, tx))
+  arrays = {'x': data['x'], 'y': data['y'], 'm': mask.astype(np.float32)}
   for epoch in range(cfg.epochs):
     for batch in epoch_batches(arrays, cfg.batch_size, seed=seed, epoch=epoch):
       batch['w'] = batch['w'] * batch.pop('m')
@@ -35,15 +36,14 @@ class EnsembleTest(parameterized.TestCase):
 
   def test_member_equals_train_model_alone(self):
     mesh = sharding.make_mesh('data:1')
-    stacked = ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[3, 7], mesh=mesh)
+    stacked = ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[3, 7], mesh=mesh)
     for m, seed in enumerate([3, 7]):
-      alone = train_model(self.model, self.cfg, self.data, seed=seed, mesh=mesh)
+      alone = train_model(helpers.classifier(self.model, self.data), self.cfg, self.data, seed=seed, mesh=mesh)
       assert_trees_close(ensembles.member(stacked, m), alone.variables, rtol=1e-5, atol=1e-6)
 
   def test_masked_member_equals_masked_training_alone(self):
     masks = ensembles.subset_masks(64, 2, 0.5, seed=0)
-    stacked = ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0, 1],
-                                       masks=masks, mesh=sharding.make_mesh('data:1'))
+    stacked = ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0, 1], masks=masks, mesh=sharding.make_mesh('data:1'))
     for m in range(2):
       alone = _alone_with_mask(self.model, self.cfg, self.data, m, masks[m])
       assert_trees_close(ensembles.member(stacked, m), alone, rtol=1e-5, atol=1e-6)
@@ -52,31 +52,28 @@ class EnsembleTest(parameterized.TestCase):
     # Convolutional members step one after another on CPU (lax.map): same result.
     cnn = create_model('cnn', 3)
     data = helpers.blobs(32, dim=8 * 8)
-    data = data._replace(x=data.x.reshape(32, 8, 8, 1))
+    data = data.with_arrays(x=data['x'].reshape(32, 8, 8, 1))
     cfg = recipe(epochs=1, batch_size=16)
     masks = ensembles.subset_masks(32, 2, 0.5, seed=0)
     mesh = sharding.make_mesh('data:1')
-    out = [ensembles.train_ensemble(cnn, cfg, data, seeds=[0, 1], masks=masks, mesh=mesh,
-                                    vectorize=v) for v in (True, False, None)]
+    out = [ensembles.train_ensemble(helpers.classifier(cnn, data), cfg, data, seeds=[0, 1], masks=masks, mesh=mesh, vectorize=v) for v in (True, False, None)]
     assert_trees_close(out[0], out[1], rtol=1e-5, atol=1e-6)
     assert_trees_close(out[1], out[2], rtol=0, atol=0)
     self.assertFalse(ensembles.vectorizes(out[0]['params']))
     self.assertTrue(ensembles.vectorizes(
-        ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0], mesh=mesh)['params']))
+        ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0], mesh=mesh)['params']))
 
   def test_eight_devices_match_one(self):
     masks = ensembles.subset_masks(64, 3, 0.5, seed=1)
-    out = [ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0, 1, 2],
-                                    masks=masks, mesh=sharding.make_mesh(spec))
+    out = [ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0, 1, 2], masks=masks, mesh=sharding.make_mesh(spec))
            for spec in ('data:1', 'data:8')]
     assert_trees_close(out[0], out[1], rtol=1e-5, atol=1e-6)
 
   def test_apply_stacks_member_logits(self):
-    stacked = ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0, 1],
-                                       mesh=sharding.make_mesh('data:1'))
-    logits = ensembles.ensemble_apply(self.model.apply, stacked, self.data.x)
+    stacked = ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0, 1], mesh=sharding.make_mesh('data:1'))
+    logits = ensembles.ensemble_apply(helpers.classifier(self.model, {'x': self.data['x']}), stacked, {'x': self.data['x']})
     self.assertEqual(logits.shape, (2, 64, 3))
-    one, _ = self.model.apply(ensembles.member(stacked, 1), self.data.x, False)
+    one, _ = self.model.apply(ensembles.member(stacked, 1), self.data['x'], False)
     np.testing.assert_allclose(logits[1], one, rtol=1e-5, atol=1e-6)
 
   def test_subset_masks_have_the_fraction(self):
@@ -86,10 +83,9 @@ class EnsembleTest(parameterized.TestCase):
     with self.assertRaisesRegex(MuJaxError, 'outside'):
       ensembles.subset_masks(100, 4, 0.0, seed=0)
 
-  def test_flax_default_model_reinitializes_like_flax(self):
-    variables = self.model.init(jax.random.PRNGKey(0), self.data.x[:1])
-    fresh = ensembles.flax_default_model(self.model.apply, variables).init(
-        jax.random.PRNGKey(1), None)
+  def test_task_init_reinitializes_like_flax(self):
+    variables = self.model.init(jax.random.PRNGKey(0), self.data['x'][:1])
+    fresh = helpers.classifier(self.model, self.data).init(jax.random.PRNGKey(1))
     self.assertEqual(jax.tree.structure(fresh), jax.tree.structure(variables))
     kernel = np.asarray(fresh['params']['head']['kernel'])
     self.assertFalse(np.allclose(kernel, variables['params']['head']['kernel']))
@@ -98,11 +94,9 @@ class EnsembleTest(parameterized.TestCase):
   def test_bad_masks_are_refused(self):
     mesh = sharding.make_mesh('data:1')
     with self.assertRaisesRegex(MuJaxError, 'expected'):
-      ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0], mesh=mesh,
-                               masks=np.ones((2, 64), bool))
+      ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0], mesh=mesh, masks=np.ones((2, 64), bool))
     with self.assertRaisesRegex(MuJaxError, 'empty'):
-      ensembles.train_ensemble(self.model, self.cfg, self.data, seeds=[0], mesh=mesh,
-                               masks=np.zeros((1, 64), bool))
+      ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0], mesh=mesh, masks=np.zeros((1, 64), bool))
 
 
 if __name__ == '__main__':

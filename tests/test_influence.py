@@ -4,12 +4,14 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import (
     conjugate_gradient, importance, lissa, mean_gradient, mean_hvp)
-from mu_jax.methods import Context, ModelSpec
+from mu_jax.methods import Context
+from mu_jax.models import Model
+from mu_jax.tasks import Classification
 from tests.test_train import assert_trees_close
 
 DIM, CLASSES = 4, 3
@@ -21,7 +23,7 @@ def linear_apply(variables, x, train):
   return x.reshape(x.shape[0], -1) @ head['kernel'] + head['bias'], {}
 
 
-SPEC = ModelSpec(linear_apply, CLASSES)
+SPEC = Classification(Model('linear', None, linear_apply, None), (DIM,), CLASSES)
 
 
 def linear_setup(mesh_spec='data:1', seed=3):
@@ -31,7 +33,7 @@ def linear_setup(mesh_spec='data:1', seed=3):
   variables = {'params': {'head': {
       'kernel': rng.normal(size=(DIM, CLASSES)).astype(np.float32),
       'bias': rng.normal(size=(CLASSES,)).astype(np.float32)}}}
-  ctx = Context(SPEC, Split(x[:13], y[:13]), Split(x[13:], y[13:]),
+  ctx = Context(SPEC, Examples(x=x[:13], y=y[:13]), Examples(x=x[13:], y=y[13:]),
                 sharding.make_mesh(mesh_spec), seed)
   return variables, ctx
 

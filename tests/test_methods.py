@@ -4,11 +4,11 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import accuracy
 from mu_jax.methods import (
-    METHODS, Context, ModelSpec, Stream, create_method, run_method)
+    METHODS, Context, Stream, create_method, run_method)
 from mu_jax.methods.baselines import fine_tune_loss, other_labels
 from mu_jax.methods.gradient import gradient_method
 from mu_jax.models import create_model
@@ -25,24 +25,24 @@ def setting():
     model = create_model('mlp', 3, hidden=(32,))
     data = helpers.blobs(192, dim=8)
     mesh = sharding.make_mesh('data:1')
-    trained = train_model(model, recipe(learning_rate=0.01, epochs=3), data, seed=0, mesh=mesh)
-    forget = data.y == 0
+    trained = train_model(helpers.classifier(model, data), recipe(learning_rate=0.01, epochs=3), data, seed=0, mesh=mesh)
+    forget = data['y'] == 0
     _SETUP.update(model=model, variables=trained.variables,
-                  forget=Split(data.x[forget], data.y[forget]),
-                  retain=Split(data.x[~forget], data.y[~forget]))
+                  forget=Examples(x=data['x'][forget], y=data['y'][forget]),
+                  retain=Examples(x=data['x'][~forget], y=data['y'][~forget]))
   return _SETUP
 
 
 def context(mesh_spec='data:1', seed=0):
   s = setting()
-  return Context(ModelSpec(s['model'].apply, 3), s['forget'], s['retain'],
+  return Context(helpers.classifier(s['model'], s['forget']), s['forget'], s['retain'],
                  sharding.make_mesh(mesh_spec), seed)
 
 
 def forget_accuracy(variables):
   s = setting()
-  logits, _ = s['model'].apply(variables, s['forget'].x, False)
-  return accuracy(np.asarray(logits), s['forget'].y)
+  logits, _ = s['model'].apply(variables, s['forget']['x'], False)
+  return accuracy(np.asarray(logits), s['forget']['y'])
 
 
 class BaselinesTest(parameterized.TestCase):
@@ -68,8 +68,8 @@ class BaselinesTest(parameterized.TestCase):
                      setting()['variables'], context())
     self.assertLess(forget_accuracy(out.variables), 50.0)
     s = setting()
-    logits, _ = s['model'].apply(out.variables, s['retain'].x, False)
-    self.assertGreater(accuracy(np.asarray(logits), s['retain'].y), 90.0)
+    logits, _ = s['model'].apply(out.variables, s['retain']['x'], False)
+    self.assertGreater(accuracy(np.asarray(logits), s['retain']['y']), 90.0)
 
   def test_ft_moves_only_on_retain_data(self):
     out = run_method(create_method('ft', learning_rate=0.05, epochs=2, batch_size=32),
@@ -105,7 +105,7 @@ class BaselinesTest(parameterized.TestCase):
     state = method.prepare(ctx, setting()['variables'])
     with jax.disable_jit():
       for batch in ctx.batches(method.stream.source, 32):
-        state, _ = method.update(ctx.spec, state, batch)
+        state, _ = method.update(ctx.task, state, batch)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-5, atol=1e-6)
 
   def test_frozen_weights_are_bit_identical_with_momentum_and_decay(self):

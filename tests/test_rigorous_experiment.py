@@ -7,9 +7,9 @@ import sys
 import numpy as np
 from absl.testing import absltest
 
-from mu_jax import config_lib
+from mu_jax.experiments import config_lib
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation import rigorous
+from mu_jax.experiments import rigorous
 from tests import helpers
 
 CONFIG = os.path.join(helpers.ROOT, 'configs', 'digits_rigorous.py')

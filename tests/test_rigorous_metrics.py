@@ -30,18 +30,16 @@ class MarginTest(absltest.TestCase):
   def test_ensemble_outputs_match_members_on_one_and_eight_devices(self):
     model = create_model('mlp', 3, hidden=(8,))
     data = helpers.blobs(40)
-    stacked = ensembles.train_ensemble(model, recipe(epochs=1, batch_size=8), data,
-                                       seeds=[0, 1], mesh=sharding.make_mesh('data:1'))
-    one, eight = (margins.ensemble_outputs(model.apply, stacked, data, batch_size=16,
-                                           mesh=sharding.make_mesh(spec))
+    stacked = ensembles.train_ensemble(helpers.classifier(model, data), recipe(epochs=1, batch_size=8), data, seeds=[0, 1], mesh=sharding.make_mesh('data:1'))
+    one, eight = (margins.ensemble_outputs(helpers.classifier(model, data), stacked, data, batch_size=16, mesh=sharding.make_mesh(spec))
                   for spec in ('data:1', 'data:8'))
     for a, b in zip(one, eight):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    logits, _ = model.apply(ensembles.member(stacked, 1), data.x, False)
-    np.testing.assert_allclose(one.margin[1], margins.margin(logits, data.y), rtol=1e-5,
+    logits, _ = model.apply(ensembles.member(stacked, 1), data['x'], False)
+    np.testing.assert_allclose(one.margin[1], margins.margin(logits, data['y']), rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_allclose(one.accuracy()[1],
-                               100 * np.mean(np.argmax(logits, -1) == data.y))
+                               100 * np.mean(np.argmax(logits, -1) == data['y']))
     self.assertEqual(one.margin.shape, (2, 40))
 
 

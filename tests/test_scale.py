@@ -12,10 +12,10 @@ from absl.testing import absltest, parameterized
 from jax.sharding import PartitionSpec as P
 
 from mu_jax import models, sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.influence import fisher, trak
-from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.methods import Context, create_method, run_method
 from mu_jax.models import create_model, split_variables
 from mu_jax.train import train_model
 from tests import helpers
@@ -40,11 +40,10 @@ def no_implicit_transfers():
   return jax.transfer_guard('disallow')
 
 
-def images(n=72, size=8, seed=0) -> Split:
+def images(n=72, size=8, seed=0) -> Examples:
   """Small random 8x8 images in 3 classes (the CNN runs on any even size)."""
   rng = np.random.default_rng(seed)
-  return Split(rng.normal(size=(n, size, size, 1)).astype(np.float32),
-               (np.arange(n) % 3).astype(np.int32))
+  return Examples(x=rng.normal(size=(n, size, size, 1)).astype(np.float32), y=(np.arange(n) % 3).astype(np.int32))
 
 
 CNN = create_model('cnn', 3)
@@ -53,9 +52,9 @@ CNN = create_model('cnn', 3)
 def cnn_context(mesh_spec):
   model = CNN
   data = images()
-  variables = model.init(jax.random.key(0), data.x[:1])
-  ctx = Context(ModelSpec(model.apply, 3), Split(data.x[:20], data.y[:20]),
-                Split(data.x[20:], data.y[20:]), sharding.make_mesh(mesh_spec), 0)
+  variables = model.init(jax.random.key(0), data['x'][:1])
+  ctx = Context(helpers.classifier(model, data), Examples(x=data['x'][:20], y=data['y'][:20]),
+                Examples(x=data['x'][20:], y=data['y'][20:]), sharding.make_mesh(mesh_spec), 0)
   return sharding.replicate(variables, ctx.mesh), ctx
 
 
@@ -68,8 +67,7 @@ class TrainingScaleTest(absltest.TestCase):
       model = create_model('cnn', 3)
       counter = TraceCounter(model.apply)
       with no_implicit_transfers():
-        trained = train_model(model._replace(apply=counter), recipe(epochs=2, batch_size=32),
-                              data, seed=0, mesh=sharding.make_mesh(spec))
+        trained = train_model(model._replace(apply=counter), recipe(epochs=2, batch_size=32), data, seed=0, mesh=sharding.make_mesh(spec))
       self.assertEqual(counter.count, 1)   # 6 steps, one trace
       out.append(sharding.to_host(trained.variables))
     assert_trees_close(out[0], out[1], rtol=1e-4, atol=1e-6)
@@ -79,7 +77,7 @@ class TrainingScaleTest(absltest.TestCase):
     data = helpers.blobs(64, dim=1024)   # a 1024x1024 kernel: 2^20 elements, split
     out = []
     for spec in ('data:1', 'data:2,model:4'):
-      trained = train_model(model, recipe(epochs=2), data, seed=0, mesh=sharding.make_mesh(spec))
+      trained = train_model(helpers.classifier(model, data), recipe(epochs=2), data, seed=0, mesh=sharding.make_mesh(spec))
       out.append(trained.variables)
     kernel = out[1]['params']['backbone']['Dense_0']['kernel']
     self.assertEqual(kernel.sharding.spec, P(sharding.MODEL_AXIS))
@@ -95,8 +93,8 @@ class ImportanceScaleTest(parameterized.TestCase):
     out = []
     for spec in ('data:1', 'data:8'):
       variables, ctx = cnn_context(spec)
-      counter = TraceCounter(ctx.spec.apply_fn)
-      spec_ = ctx.spec._replace(apply_fn=counter)
+      counter = TraceCounter(ctx.task.apply_fn)
+      spec_ = ctx.task._replace(apply_fn=counter)
       with no_implicit_transfers():
         out.append(fisher.importance(kind, spec_, variables, ctx, 'union', 16))
       self.assertEqual(counter.count, 1)   # 5 batches, one trace
@@ -108,7 +106,7 @@ class ImportanceScaleTest(parameterized.TestCase):
     per_row = sum(p.size * 4 for p in jax.tree.leaves(params))
     self.assertEqual(fisher.chunk_rows(params, 8, 3 * per_row), 2)   # largest divisor <= 3
     self.assertEqual(fisher.chunk_rows(params, 8, 1), 1)
-    run = functools.partial(fisher.importance, 'per_example', ctx.spec, variables, ctx,
+    run = functools.partial(fisher.importance, 'per_example', ctx.task, variables, ctx,
                             'union', 16)
     whole = run(rowwise=False)
     assert_trees_close(whole, run(memory_budget=3 * per_row, rowwise=False),
@@ -123,8 +121,8 @@ class ImportanceScaleTest(parameterized.TestCase):
     for spec in ('data:1', 'data:2'):
       variables, ctx = cnn_context(spec)
       stacked = jax.tree.map(lambda leaf: leaf[None], variables)
-      run = functools.partial(trak.features, ctx.spec.apply_fn, stacked, ctx.forget.x[:12],
-                              ctx.forget.y[:12], proj=trak.Projection(dim=16), chunk_size=8,
+      run = functools.partial(trak.features, ctx.task.apply_fn, stacked, ctx.forget['x'][:12],
+                              ctx.forget['y'][:12], proj=trak.Projection(dim=16), chunk_size=8,
                               mesh=ctx.mesh)
       out += [run(rowwise=True), run(rowwise=False)]
     # Regression: XLA's automatic partitioning of the vmapped rows once returned
@@ -140,9 +138,9 @@ class ImportanceScaleTest(parameterized.TestCase):
     zeros = sharding.replicate(jax.tree.map(np.zeros_like, params), ctx.mesh)
     mapped = fisher._accumulate(zeros, sharding.replicate(np.zeros((), np.float32), ctx.mesh),
                                 params, model_state, sharding.shard_batch(batch, ctx.mesh),
-                                kind=kind, spec=ctx.spec, mesh=ctx.mesh, chunk=1)
+                                kind=kind, spec=ctx.task, mesh=ctx.mesh, chunk=1)
     per_device = jax.tree.map(lambda a: a.reshape(8, 2, *a.shape[1:]), batch)
-    term, weight = fisher.pmap_term(kind, ctx.spec)(params, model_state, per_device)
+    term, weight = fisher.pmap_term(kind, ctx.task)(params, model_state, per_device)
     assert_trees_close(jax.tree.map(lambda a: a[0], (term, weight)), mapped,
                        rtol=1e-5, atol=1e-9)
 
@@ -156,10 +154,8 @@ class AttributionScaleTest(absltest.TestCase):
     out = []
     for spec in ('data:1', 'data:8'):
       mesh = sharding.make_mesh(spec)
-      state = trak.fit(s['model'].apply, stacked, train.x[:48], train.y[:48],
-                       proj=trak.Projection(dim=16), chunk_size=16, mesh=mesh)
-      phi, _ = trak.features(s['model'].apply, stacked, target.x[:16], target.y[:16],
-                             proj=trak.Projection(dim=16), chunk_size=16, mesh=mesh)
+      state = trak.fit(helpers.classifier(s['model'], {'x': train['x'][:48]}), stacked, Examples(x=train['x'][:48], y=train['y'][:48]), proj=trak.Projection(dim=16), chunk_size=16, mesh=mesh)
+      phi, _ = trak.features(helpers.classifier(s['model'], {'x': target['x'][:16]}), stacked, Examples(x=target['x'][:16], y=target['y'][:16]), proj=trak.Projection(dim=16), chunk_size=16, mesh=mesh)
       out.append(np.asarray(trak.scores(state, phi)))
     self.assertEqual(out[0].shape, (16, 1, 48))
     np.testing.assert_allclose(out[0], out[1], rtol=1e-3, atol=1e-4 * np.abs(out[0]).max())
@@ -169,8 +165,8 @@ class MethodScaleTest(absltest.TestCase):
 
   def test_gradient_method_update_traces_once(self):
     ctx = mlp_context('data:8')
-    counter = TraceCounter(ctx.spec.apply_fn)
-    ctx = ctx._replace(spec=ctx.spec._replace(apply_fn=counter))
+    counter = TraceCounter(ctx.task.apply_fn)
+    ctx = ctx._replace(spec=ctx.task._replace(apply_fn=counter))
     out = run_method(create_method('ft', epochs=2, batch_size=32), mlp_setting()['variables'], ctx)
     self.assertGreater(out.steps, 4)
     self.assertEqual(counter.count, 1)

@@ -14,12 +14,13 @@ import numpy as np
 import optax
 from absl.testing import absltest
 
-from mu_jax.models import Classifier, as_model, cnn, create_model
+from tests import helpers
+from mu_jax.models import Network, as_model, cnn, create_model
 from mu_jax.train import init_state, make_train_step, optimizer_from_config
 from tests.test_train import assert_trees_close
 
 FAST = create_model('cnn', 10)
-REFERENCE = as_model('cnn_reference', Classifier(cnn.ReferenceCNN(), 10))
+REFERENCE = as_model('cnn_reference', Network(cnn.ReferenceCNN(), 10))
 
 
 def _batch(n=8, seed=0):
@@ -80,7 +81,7 @@ class CNNLoweringTest(absltest.TestCase):
     out = []
     for model in (FAST, REFERENCE):
       step = jax.jit(make_train_step(model.apply, tx))
-      state = init_state(model, tx, self.batch['x'], 0)
+      state = init_state(helpers.classifier(model, {'x': self.batch['x']}), tx, 0)
       for seed in range(4):
         state, stats = step(state, _batch(seed=seed))
       out.append((state.params, stats))

@@ -10,13 +10,14 @@ import numpy as np
 import optax
 from absl.testing import absltest, parameterized
 
+from tests import helpers
 from mu_jax import sharding
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
-from mu_jax.methods import Context, ModelSpec, create_method, run_method
+from mu_jax.methods import Context, create_method, run_method
 from mu_jax.methods import iau as iau_lib
 from mu_jax.methods import ssd as ssd_lib
-from mu_jax.models import Classifier, as_model
+from mu_jax.models import Network, as_model
 from mu_jax.train import TrainState, make_train_step
 from tests import test_influence as lin
 from tests import test_methods
@@ -89,8 +90,8 @@ class SSDTest(parameterized.TestCase):
     variables = test_methods.setting()['variables']
     ctx = mlp_context()
     out = run_method(create_method('ssd', batch_size=32), variables, ctx)
-    i_d = fisher.importance('batch', ctx.spec, variables, ctx, 'union', 32)
-    i_f = fisher.importance('batch', ctx.spec, variables, ctx, 'forget', 32)
+    i_d = fisher.importance('batch', ctx.task, variables, ctx, 'union', 32)
+    i_f = fisher.importance('batch', ctx.task, variables, ctx, 'forget', 32)
     want, count = numpy_dampen(variables['params'], i_d, i_f, 10.0, 1.0)
     assert_trees_close(out.variables['params'], want, rtol=1e-6, atol=1e-7)
     self.assertEqual(out.info['selected'], count)
@@ -106,11 +107,11 @@ class SSDTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(before['head']['kernel'], after['head']['kernel']))
 
   def test_batch_norm_statistics_are_untouched(self):
-    model = as_model('bn', Classifier(BNBackbone(), 3))
+    model = as_model('bn', Network(BNBackbone(), 3))
     data = test_methods.setting()
-    variables = model.init(jax.random.PRNGKey(0), data['forget'].x[:1])
+    variables = model.init(jax.random.PRNGKey(0), data['forget']['x'][:1])
     variables['batch_stats'] = jax.tree.map(lambda s: s + 0.3, variables['batch_stats'])
-    ctx = Context(ModelSpec(model.apply, 3), data['forget'], data['retain'],
+    ctx = Context(helpers.classifier(model, data['forget']), data['forget'], data['retain'],
                   sharding.make_mesh('data:1'))
     out = run_method(create_method('ssd', batch_size=32, selection_weighting=1.0),
                      variables, ctx)
@@ -169,7 +170,7 @@ class SSDTest(parameterized.TestCase):
     jitted = run_method(method, variables, ctx)
     state = method.prepare(ctx, variables)
     with jax.disable_jit():
-      state, _ = method.update(ctx.spec, state, None)
+      state, _ = method.update(ctx.task, state, None)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-6, atol=1e-7)
     self.assertEqual(method.report(state), jitted.info)
 
@@ -200,8 +201,8 @@ class SSDTest(parameterized.TestCase):
 
 
 def numpy_mean_gradient(variables, split):
-  gk, gb = lin.numpy_gradients('batch', variables, split.x, split.y,
-                               np.ones(len(split.y)))
+  gk, gb = lin.numpy_gradients('batch', variables, split['x'], split['y'],
+                               np.ones(len(split['y'])))
   return {'head': {'kernel': gk, 'bias': gb}}
 
 
@@ -225,7 +226,7 @@ class IAUTest(absltest.TestCase):
     ctx = mlp_context()
     state = method.prepare(ctx, variables)
     with jax.disable_jit():
-      state, _ = method.update(ctx.spec, state, None)
+      state, _ = method.update(ctx.task, state, None)
     assert_trees_close(method.result(state), one.variables, rtol=1e-5, atol=1e-6)
 
 
@@ -253,7 +254,7 @@ class RestrictedStepTest(absltest.TestCase):
     tx = optax.sgd(1.0)
     params = self.variables['params']
     state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
-    step = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=alpha))
+    step = jax.jit(make_train_step(lin.SPEC, tx, gradient_restriction=alpha))
     new_state, stats = step(state, self.batch)
     got = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), params, new_state.params)
     p64 = jax.tree.map(lambda p: np.asarray(p, np.float64), params)
@@ -273,10 +274,10 @@ class RestrictedStepTest(absltest.TestCase):
     tx = optax.sgd(0.1, momentum=0.9)
     params = self.variables['params']
     state = TrainState(jnp.zeros((), jnp.int32), params, {}, tx.init(params))
-    plain, _ = jax.jit(make_train_step(lin.linear_apply, tx))(state, self.batch)
-    tiny, _ = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=1e-9))(
+    plain, _ = jax.jit(make_train_step(lin.SPEC, tx))(state, self.batch)
+    tiny, _ = jax.jit(make_train_step(lin.SPEC, tx, gradient_restriction=1e-9))(
         state, self.batch)
-    strong, _ = jax.jit(make_train_step(lin.linear_apply, tx, gradient_restriction=0.5))(
+    strong, _ = jax.jit(make_train_step(lin.SPEC, tx, gradient_restriction=0.5))(
         state, self.batch)
     assert_trees_close(plain, tiny, rtol=1e-6, atol=1e-7)
     self.assertFalse(np.allclose(strong.params['head']['kernel'], plain.params['head']['kernel']))

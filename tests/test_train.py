@@ -7,7 +7,7 @@ import numpy as np
 from absl.testing import absltest
 
 from mu_jax import checkpoint, sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.models import create_model
@@ -34,12 +34,13 @@ class ShardedStepTest(absltest.TestCase):
     model = create_model('mlp', 3, hidden=(16,))
     data = helpers.blobs(64)
     tx = optimizer_from_config(recipe(), 2)
-    step = jax.jit(make_train_step(model.apply, tx))
-    batch = next(epoch_batches({'x': data.x, 'y': data.y}, 64))
+    task = helpers.classifier(model, data)
+    step = jax.jit(make_train_step(task, tx))
+    batch = next(epoch_batches({'x': data['x'], 'y': data['y']}, 64))
     results = []
     for spec in ('data:1', 'data:8'):
       mesh = sharding.make_mesh(spec)
-      state = sharding.replicate(init_state(model, tx, data.x, 0), mesh)
+      state = sharding.replicate(init_state(task, tx, 0), mesh)
       sharded = sharding.shard_batch(batch, mesh)
       self.assertLen(sharded['x'].sharding.device_set, int(spec[-1]))
       for _ in range(3):
@@ -57,13 +58,13 @@ class TrainModelTest(absltest.TestCase):
     self.mesh = sharding.make_mesh('data:2')
 
   def test_learns_separable_blobs(self):
-    trained = train_model(self.model, recipe(), self.data, seed=0, mesh=self.mesh)
-    logits, _ = self.model.apply(trained.variables, self.data.x, False)
-    self.assertEqual(np.mean(np.argmax(logits, -1) == self.data.y), 1.0)
+    trained = train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh)
+    logits, _ = self.model.apply(trained.variables, self.data['x'], False)
+    self.assertEqual(np.mean(np.argmax(logits, -1) == self.data['y']), 1.0)
     self.assertGreater(trained.train_seconds, 0)
 
   def test_killed_run_resumes_to_the_same_weights(self):
-    uninterrupted = train_model(self.model, recipe(), self.data, seed=0, mesh=self.mesh)
+    uninterrupted = train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh)
     directory = self.create_tempdir().full_path
 
     class Killed(Exception):
@@ -76,38 +77,34 @@ class TrainModelTest(absltest.TestCase):
         super().save(step, state, meta)
 
     with self.assertRaises(Killed):
-      train_model(self.model, recipe(), self.data, seed=0, mesh=self.mesh,
-                  store=DiesAfterEpoch2(directory))
+      train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh, store=DiesAfterEpoch2(directory))
     store = checkpoint.CheckpointStore(directory)
     self.assertEqual(store.latest_step(), 2)
-    resumed = train_model(self.model, recipe(), self.data, seed=0, mesh=self.mesh, store=store)
+    resumed = train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh, store=store)
     assert_trees_close(resumed.variables, uninterrupted.variables, rtol=0, atol=0)
     # Loading a finished run trains nothing and keeps the recorded time.
-    again = train_model(self.model, recipe(), self.data, seed=0, mesh=self.mesh, store=store)
+    again = train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh, store=store)
     self.assertEqual(again.train_seconds, resumed.train_seconds)
     assert_trees_close(again.variables, resumed.variables, rtol=0, atol=0)
 
   def test_non_finite_loss_stops_and_saves_nothing(self):
-    bad = Split(self.data.x.copy(), self.data.y)
-    bad.x[5] = np.nan
+    bad = Examples(x=self.data['x'].copy(), y=self.data['y'])
+    bad['x'][5] = np.nan
     store = checkpoint.CheckpointStore(self.create_tempdir().full_path)
     with self.assertRaisesRegex(NonFiniteError, 'non-finite training loss in epoch 1'):
-      train_model(self.model, recipe(), bad, seed=0, mesh=self.mesh, store=store)
+      train_model(helpers.classifier(self.model, bad), recipe(), bad, seed=0, mesh=self.mesh, store=store)
     self.assertIsNone(store.latest_step())
 
   def test_checkpoint_of_another_shape_is_refused(self):
     directory = self.create_tempdir().full_path
-    train_model(self.model, recipe(epochs=1), self.data, seed=0, mesh=self.mesh,
-                store=checkpoint.CheckpointStore(directory))
+    train_model(helpers.classifier(self.model, self.data), recipe(epochs=1), self.data, seed=0, mesh=self.mesh, store=checkpoint.CheckpointStore(directory))
     wider = create_model('mlp', 3, hidden=(32,))
     with self.assertRaisesRegex(MuJaxError, 'different shape'):
-      train_model(wider, recipe(epochs=1), self.data, seed=0, mesh=self.mesh,
-                  store=checkpoint.CheckpointStore(directory))
+      train_model(helpers.classifier(wider, self.data), recipe(epochs=1), self.data, seed=0, mesh=self.mesh, store=checkpoint.CheckpointStore(directory))
 
   def test_batch_must_divide_over_devices(self):
     with self.assertRaisesRegex(MuJaxError, 'does not divide'):
-      train_model(self.model, recipe(batch_size=30), self.data, seed=0,
-                  mesh=sharding.make_mesh('data:8'))
+      train_model(helpers.classifier(self.model, self.data), recipe(batch_size=30), self.data, seed=0, mesh=sharding.make_mesh('data:8'))
 
 
 class ConfigKeyTest(absltest.TestCase):

@@ -23,7 +23,8 @@ def select_forget(spec: str, labels: np.ndarray, num_classes: int,
   """Sorted int64 training-set indices of the forget set `spec` names.
 
   `spec` is 'random:<fraction>', 'class:<k>' or 'file:<path>'; `labels` are
-  the training labels, and `seed` only affects 'random'.
+  the training labels (or targets), `num_classes` is 0 for a data set without
+  classes, and `seed` only affects 'random'.
   """
   kind, _, arg = spec.partition(':')
   labels = np.asarray(labels)
@@ -62,6 +63,9 @@ def _class(arg: str, labels: np.ndarray, num_classes: int,
            seed: int) -> np.ndarray:
   """Every training example of class `arg`."""
   del seed  # Fully determined by the labels.
+  if not num_classes:
+    raise MuJaxError(f"Forget spec 'class:{arg}' needs class labels, which this data set "
+                     "does not have; use 'random:<fraction>' or 'file:<path>'.")
   if not re.fullmatch(r'\d+', arg.strip()) or int(arg) >= num_classes:
     raise MuJaxError(
         f"Forget spec 'class:{arg}' needs an integer class in [0, "

@@ -1,7 +1,11 @@
-"""Raw data sources by kind: scikit-learn digits, MNIST-format IDX files, TFDS.
+"""Raw data sources by kind: scikit-learn digits, MNIST-format IDX files, TFDS,
+and two regression sets (scikit-learn's bundled diabetes, seeded Friedman #1).
 
-A source returns unnormalised NHWC images and int32 labels; splitting and
+A source returns unnormalised inputs (NHWC images, or feature rows) with
+int32 labels or float targets and the task they pose; splitting and
 normalisation live in `splits.py`, so every source is treated alike.
+TensorFlow Datasets and scikit-learn are imported only by the sources that
+read them.
 """
 import gzip
 import math
@@ -10,8 +14,6 @@ import zlib
 from typing import Callable, NamedTuple
 
 import numpy as np
-import tensorflow_datasets as tfds
-from sklearn import datasets as sk_datasets
 
 from mu_jax.errors import MuJaxError
 from mu_jax.registry import Registry
@@ -19,12 +21,13 @@ from mu_jax.registry import Registry
 
 class RawData(NamedTuple):
   """A source's examples before splitting and normalisation."""
-  train_x: np.ndarray          # NHWC, raw pixel values
-  train_y: np.ndarray          # int32
+  train_x: np.ndarray          # NHWC raw pixel values, or [N, D] features
+  train_y: np.ndarray          # int32 labels, or float targets [N, T]
   test_x: np.ndarray | None    # None when the source has no test split
   test_y: np.ndarray | None
-  max_value: float             # the raw pixel maximum; dividing maps to [0, 1]
-  num_classes: int
+  max_value: float             # the raw input maximum; dividing maps to [0, 1]
+  outputs: int                 # classes, or regression targets
+  task: str = 'classification'
 
 
 SourceFn = Callable[[str, str | None], RawData]
@@ -53,10 +56,8 @@ def read_source(spec: str, data_dir: str | None) -> RawData:
 def _digits(arg: str, data_dir: str | None) -> RawData:
   """scikit-learn's bundled 8x8 digits (values 0..16); it has no test split."""
   del data_dir  # Bundled with scikit-learn.
-  if arg:
-    raise MuJaxError(
-        f"The digits source takes no argument but got 'digits:{arg}'; "
-        "write 'digits'.")
+  _no_argument('digits', arg)
+  from sklearn import datasets as sk_datasets
   digits = sk_datasets.load_digits()
   return RawData(digits.images.astype(np.float32)[..., None],
                  digits.target.astype(np.int32), None, None, 16.0, 10)
@@ -142,6 +143,7 @@ def _prepare_hint(name: str, data_dir: str) -> str:
 def _tfds_split(name: str, split: str,
                 data_dir: str) -> tuple[np.ndarray, np.ndarray, int]:
   """Reads every record of one prepared ArrayRecord split; never downloads."""
+  import tensorflow_datasets as tfds
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir,
                               download=False)
@@ -175,3 +177,40 @@ def _tfds(name: str, data_dir: str | None) -> RawData:
   train_x, train_y, num_classes = _tfds_split(name, 'train', data_dir)
   test_x, test_y, _ = _tfds_split(name, 'test', data_dir)
   return RawData(train_x, train_y, test_x, test_y, 255.0, num_classes)
+
+
+def _no_argument(kind: str, arg: str) -> None:
+  if arg:
+    raise MuJaxError(f"The {kind} source takes no argument but got '{kind}:{arg}'; "
+                     f"write '{kind}'.")
+
+
+@SOURCES.register('diabetes')
+def _diabetes(arg: str, data_dir: str | None) -> RawData:
+  """scikit-learn's bundled diabetes regression (442 patients, 10 features,
+  disease progression after one year); it has no test split."""
+  del data_dir  # Bundled with scikit-learn.
+  _no_argument('diabetes', arg)
+  from sklearn import datasets as sk_datasets
+  x, y = sk_datasets.load_diabetes(return_X_y=True)
+  return RawData(x.astype(np.float32), y.astype(np.float32)[:, None], None, None, 1.0, 1,
+                 'regression')
+
+
+FRIEDMAN_ROWS = 2000    # rows of the seeded Friedman #1 set (an engineering choice)
+FRIEDMAN_NOISE = 1.0    # Friedman (1991) and scikit-learn's example: unit Gaussian noise
+
+
+@SOURCES.register('friedman')
+def _friedman(arg: str, data_dir: str | None) -> RawData:
+  """Friedman #1 (Friedman 1991): x ~ U[0, 1]^10 and the known ground truth
+  y = 10 sin(π x1 x2) + 20 (x3 − 0.5)² + 10 x4 + 5 x5 + N(0, 1); x6..x10 are
+  irrelevant. Generated with the fixed seed 0, so it is one fixed data set."""
+  del data_dir  # Generated.
+  _no_argument('friedman', arg)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(FRIEDMAN_ROWS, 10))
+  y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2
+       + 10 * x[:, 3] + 5 * x[:, 4] + FRIEDMAN_NOISE * rng.normal(size=FRIEDMAN_ROWS))
+  return RawData(x.astype(np.float32), y.astype(np.float32)[:, None], None, None, 1.0, 1,
+                 'regression')

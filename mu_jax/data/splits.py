@@ -1,4 +1,4 @@
-"""Loads a data set as normalised train/val/test splits, deterministically.
+"""Loads a data set as normalised train/val/test `Examples`, deterministically.
 
 The validation split (and, for a source without one, the test split) is carved
 from the source's training examples by a seeded permutation; each part keeps
@@ -9,32 +9,31 @@ from typing import NamedTuple
 import numpy as np
 
 from mu_jax.data import sources
+from mu_jax.data.examples import Examples
 from mu_jax.errors import MuJaxError
 
 
-class Split(NamedTuple):
-  """One split's normalised images and their labels."""
-  x: np.ndarray  # float32, NHWC, already normalised
-  y: np.ndarray  # int32 labels in [0, num_classes)
-
-
 class Dataset(NamedTuple):
-  """A loaded data set: three normalised splits and the number of classes."""
+  """A loaded data set: three normalised splits and the task they pose."""
   name: str            # the spec string it was loaded from
-  train: Split
-  val: Split           # may have 0 examples when val_fraction == 0
-  test: Split
-  num_classes: int
+  train: Examples      # 'x' and 'y'
+  val: Examples        # may have 0 examples when val_fraction == 0
+  test: Examples
+  outputs: int         # classes of a classification set, targets of a regression set
+  task: str            # 'classification' or 'regression'
 
 
 def load_dataset(spec: str, *, data_dir: str | None = None, seed: int = 0,
                  val_fraction: float = 0.1,
                  test_fraction: float = 0.2) -> Dataset:
-  """Loads `spec` ('digits', 'idx:<dir>' or 'tfds:<name>') as a Dataset.
+  """Loads `spec` (e.g. 'digits', 'idx:<dir>', 'tfds:<name>', 'diabetes') as a Dataset.
 
   Both fractions are of the source's training examples; `test_fraction` only
-  applies to a source without its own test split. Images are scaled to [0, 1]
-  and standardised per channel with the final train split's mean and std.
+  applies to a source without its own test split. Inputs are scaled to
+  [0, 1] by the source's maximum and standardised per channel (per feature
+  for feature rows) with the final train split's mean and std; regression
+  targets are standardised the same way, so errors are in units of the
+  training targets' standard deviation.
   """
   _check_fractions(val_fraction, test_fraction)
   raw = sources.read_source(spec, data_dir)
@@ -50,14 +49,16 @@ def load_dataset(spec: str, *, data_dir: str | None = None, seed: int = 0,
                     (raw.train_x[test], raw.train_y[test]))
   scale = np.float32(1.0 / raw.max_value)
   mean, std = channel_stats(raw.train_x[train] * scale)
+  regression = raw.task == 'regression'
+  y_mean, y_std = channel_stats(raw.train_y[train]) if regression else (0, 1)
 
-  def split(x: np.ndarray, y: np.ndarray) -> Split:
-    return Split(((x * scale - mean) / std).astype(np.float32),
-                 y.astype(np.int32))
+  def split(x: np.ndarray, y: np.ndarray) -> Examples:
+    targets = ((y - y_mean) / y_std).astype(np.float32) if regression else y.astype(np.int32)
+    return Examples(x=((x * scale - mean) / std).astype(np.float32), y=targets)
 
   return Dataset(spec, split(raw.train_x[train], raw.train_y[train]),
                  split(raw.train_x[val], raw.train_y[val]),
-                 split(test_x, test_y), raw.num_classes)
+                 split(test_x, test_y), raw.outputs, raw.task)
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -78,7 +79,7 @@ def carve(n: int, *, val_fraction: float, test_fraction: float,
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel float32 mean and std of NHWC `x`, accumulated in float64.
+  """Per-channel (last axis) float32 mean and std of `x`, accumulated in float64.
 
   A (near-)constant channel gets std 1, so it is centred, not blown up.
   """

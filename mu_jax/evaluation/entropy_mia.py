@@ -9,7 +9,7 @@ examples it predicts to be members. Lower means the forget set looks less
 like training data; the oracle's value is the target.
 """
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+
 
 # The reference fits LogisticRegression(class_weight="balanced", solver="lbfgs",
 # multi_class="multinomial") with the default C=1. scikit-learn >= 1.8 has no
@@ -26,6 +26,7 @@ def entropy_mia(entropy_retain: np.ndarray, entropy_test: np.ndarray,
     return float('nan')
   features = np.concatenate([entropy_retain, entropy_test]).astype(np.float64)[:, None]
   labels = np.concatenate([np.ones(len(entropy_retain)), np.zeros(len(entropy_test))])
+  from sklearn.linear_model import LogisticRegression   # loaded only when the attack runs
   attack = LogisticRegression(C=C, class_weight='balanced', solver='lbfgs')
   attack.fit(features, labels)
   return float(100.0 * np.mean(attack.predict(np.asarray(entropy_forget, np.float64)[:, None])))

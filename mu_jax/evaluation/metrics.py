@@ -1,25 +1,39 @@
-"""Predictions and accuracy-style metrics: FA/UA, RA, TA."""
-from typing import Callable
+"""Predictions and per-example statistics of a model on a set of examples.
 
+`predict_outputs` runs the task's eval-mode forward pass in sharded,
+fixed-size batches; `split_statistics` turns the outputs into the task's
+per-example statistics (`Task.statistics`) on the host, which
+`Task.summarize` reduces to the task's metrics.
+"""
 import jax
 import numpy as np
 
 from mu_jax import sharding
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 
 
-def predict_logits(apply_fn: Callable, variables, x: np.ndarray, *,
-                   batch_size: int, mesh) -> np.ndarray:
-  """Eval-mode logits for every row of `x`, computed in sharded fixed-size batches."""
-  if len(x) == 0:
-    return np.zeros((0, 0), np.float32)
-  forward = jax.jit(apply_fn, static_argnums=2)
+@jax.jit(static_argnums=0)
+def _forward(task, variables, batch):
+  return task.apply(variables, batch, False)[0]
+
+
+def predict_outputs(task, variables, examples: Examples, *, batch_size: int,
+                    mesh) -> np.ndarray:
+  """Eval-mode outputs for every row of `examples`, in sharded fixed-size batches."""
   variables = sharding.replicate(variables, mesh)
-  outputs = []
-  for batch in epoch_batches({'x': x}, batch_size, shuffle=False):
-    logits, _ = forward(variables, sharding.shard_batch(batch['x'], mesh), False)
-    outputs.append(logits)
-  return np.concatenate(sharding.to_host(outputs))[:len(x)].astype(np.float32)
+  inputs = {k: examples[k] for k in task.keys if k in examples}
+  outputs = [_forward(task, variables, sharding.shard_batch(batch, mesh))
+             for batch in epoch_batches(inputs, batch_size, shuffle=False)]
+  if not outputs:
+    shape = jax.eval_shape(_forward, task, variables, {k: v[:1] for k, v in inputs.items()})
+    return np.zeros((0, *shape.shape[1:]), np.float32)
+  return np.concatenate(sharding.to_host(outputs))[:len(examples)].astype(np.float32)
+
+
+def split_statistics(task, outputs: np.ndarray, examples: Examples) -> dict[str, np.ndarray]:
+  """The task's per-example statistics of `outputs` on `examples`, as host arrays."""
+  return {k: np.asarray(v) for k, v in task.statistics(outputs, examples.arrays()).items()}
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -27,9 +41,3 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
   if len(labels) == 0:
     return float('nan')
   return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
-
-
-def true_class_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """Softmax probability of the true class, the MIA's feature."""
-  probs = np.asarray(jax.nn.softmax(logits.astype(np.float64), axis=-1))
-  return probs[np.arange(len(labels)), labels]

@@ -7,7 +7,7 @@ efficacy is the fraction of forget examples it predicts to be non-members:
 100% means the forget set looks like data the model never saw.
 """
 import numpy as np
-from sklearn.svm import SVC
+
 
 SVC_C = 3.0          # SalUn `evaluation/SVC_MIA.py`
 SVC_GAMMA = 'auto'   # SalUn `evaluation/SVC_MIA.py`
@@ -32,5 +32,6 @@ def mia_efficacy(conf_retain: np.ndarray, conf_test: np.ndarray,
   non_members = rng.choice(conf_test, n, replace=False)
   features = np.concatenate([members, non_members])[:, None]
   labels = np.concatenate([np.ones(n), np.zeros(n)])
+  from sklearn.svm import SVC   # loaded only when the attack runs
   attack = SVC(C=SVC_C, gamma=SVC_GAMMA, kernel='rbf').fit(features, labels)
   return float(100.0 * np.mean(attack.predict(conf_forget[:, None]) == 0))

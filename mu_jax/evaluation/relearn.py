@@ -13,14 +13,13 @@ unlearned model keeps a head outside 'params' (ACU's analytic head) is
 relearned through its backbone alone.
 """
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
@@ -32,34 +31,34 @@ EVAL_BATCH = 512
 
 
 @jax.jit(static_argnums=0)
-def _correct(apply_fn, stacked, batch):
-  logits = jax.vmap(lambda v: apply_fn(v, batch['x'], False)[0])(stacked)
-  return jnp.sum(batch['w'] * (jnp.argmax(logits, -1) == batch['y']), -1)
+def _correct(task, stacked, batch):
+  correct = jax.vmap(lambda v: task.statistics(task.apply(v, batch, False)[0], batch)['correct'])
+  return jnp.sum(batch['w'] * correct(stacked), -1)
 
 
-def _probe_batches(probe: Split, batch_size: int, mesh) -> list[dict]:
-  size = min(EVAL_BATCH, -(-len(probe.y) // batch_size) * batch_size)
+def _probe_batches(probe: Examples, batch_size: int, mesh) -> list[dict]:
+  size = min(EVAL_BATCH, -(-len(probe) // batch_size) * batch_size)
   return [sharding.shard_batch(b, mesh) for b in
-          epoch_batches({'x': probe.x, 'y': probe.y}, size, shuffle=False)]
+          epoch_batches(probe.arrays(), size, shuffle=False)]
 
 
-def _accuracy(apply_fn, stacked, probe_batches, n: int) -> np.ndarray:
-  return 100.0 * np.asarray(sum(_correct(apply_fn, stacked, b) for b in probe_batches)) / n
+def _accuracy(task, stacked, probe_batches, n: int) -> np.ndarray:
+  return 100.0 * np.asarray(sum(_correct(task, stacked, b) for b in probe_batches)) / n
 
 
-def probe_accuracy(apply_fn: Callable, stacked: dict, probe: Split, *, batch_size: int,
+def probe_accuracy(task, stacked: dict, probe: Examples, *, batch_size: int,
                    mesh) -> np.ndarray:
   """Per-member accuracy [M] on `probe`, computed exactly as `relearn_steps` checks it.
 
   Use it for the targets: the same batches and compiled function give bitwise
   the same value for the same model.
   """
-  return _accuracy(apply_fn, sharding.replicate(stacked, mesh),
-                   _probe_batches(probe, batch_size, mesh), len(probe.y))
+  return _accuracy(task, sharding.replicate(stacked, mesh),
+                   _probe_batches(probe, batch_size, mesh), len(probe))
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay):
+def _compiled(task, optimizer, learning_rate, momentum, weight_decay):
   """Jitted (vmapped init, vmapped step) for one model and recipe, built once per process."""
   tx = make_optimizer(optimizer, learning_rate, total_steps=1, momentum=momentum,
                       weight_decay=weight_decay)
@@ -68,25 +67,25 @@ def _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay):
     params, model_state = split_variables(variables)
     return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
 
-  train_step = make_train_step(apply_fn, tx)
+  train_step = make_train_step(task, tx)
   return (jax.jit(jax.vmap(init)),
           jax.jit(jax.vmap(lambda st, batch: train_step(st, batch)[0], in_axes=(0, None))))
 
 
-def split_relearn(forget: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+def split_relearn(forget: Examples, fraction: float,
+                  seed: int) -> tuple[Examples, Examples]:
   """(relearn set, probe set): all of D_f twice, or a seeded `fraction` and the rest."""
   if fraction == 1.0:
     return forget, forget
-  if not 0.0 < fraction < 1.0 or round(fraction * len(forget.y)) in (0, len(forget.y)):
+  if not 0.0 < fraction < 1.0 or round(fraction * len(forget)) in (0, len(forget)):
     raise MuJaxError(f'Relearn fraction {fraction} leaves no relearn or no probe rows among '
-                     f'{len(forget.y)} forget examples; use 1.0 or a fraction in between.')
-  order = np.random.default_rng(seed).permutation(len(forget.y))
-  cut = round(fraction * len(forget.y))
-  part = lambda idx: Split(forget.x[np.sort(idx)], forget.y[np.sort(idx)])
-  return part(order[:cut]), part(order[cut:])
+                     f'{len(forget)} forget examples; use 1.0 or a fraction in between.')
+  order = np.random.default_rng(seed).permutation(len(forget))
+  cut = round(fraction * len(forget))
+  return forget.take(np.sort(order[:cut])), forget.take(np.sort(order[cut:]))
 
 
-def relearn_steps(apply_fn: Callable, stacked: dict, relearn: Split, probe: Split,
+def relearn_steps(task, stacked: dict, relearn: Examples, probe: Examples,
                   targets: np.ndarray, *, optimizer: str, learning_rate: float,
                   batch_size: int, mesh, max_steps: int = MAX_STEPS, seed: int = 0,
                   momentum: float = 0.9, weight_decay: float = 0.0) -> np.ndarray:
@@ -97,22 +96,22 @@ def relearn_steps(apply_fn: Callable, stacked: dict, relearn: Split, probe: Spli
   are drawn epoch after epoch, shuffled by `seed`; the optimizer state starts
   fresh, with a constant learning rate.
   """
-  if len(relearn.y) == 0 or len(probe.y) == 0:
+  if len(relearn) == 0 or len(probe) == 0:
     raise MuJaxError('The relearning attack needs a non-empty forget set.')
   sharding.check_batch_size(batch_size, mesh)
-  init, step = _compiled(apply_fn, optimizer, learning_rate, momentum, weight_decay)
+  init, step = _compiled(task, optimizer, learning_rate, momentum, weight_decay)
   state = init(sharding.replicate(stacked, mesh))
   probe_batches = _probe_batches(probe, batch_size, mesh)
 
   def accuracy(st):
-    return _accuracy(apply_fn, merge_variables(st.params, st.model_state), probe_batches,
-                     len(probe.y))
+    return _accuracy(task, merge_variables(st.params, st.model_state), probe_batches,
+                     len(probe))
 
   targets = np.asarray(targets, np.float64)
   steps = np.where(accuracy(state) >= targets, 0.0, np.inf)
   taken, epoch = 0, 0
   while taken < max_steps and np.isinf(steps).any():
-    for batch in epoch_batches({'x': relearn.x, 'y': relearn.y}, batch_size, seed=seed,
+    for batch in epoch_batches(relearn.arrays(), batch_size, seed=seed,
                                epoch=epoch):
       state = step(state, sharding.shard_batch(batch, mesh))
       taken += 1

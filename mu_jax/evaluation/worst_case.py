@@ -19,15 +19,14 @@ min(20, select_epochs) epochs), and the top m rows are the forget set.
 The reference's upper step uses the explicit gradient ℓ only (no implicit
 term through θ(w)), as here.
 """
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
@@ -69,11 +68,10 @@ def project(a: jax.Array, m: float, tol: float = BISECTION_TOL,
 
 
 @jax.jit(static_argnums=0)
-def _sign_step(apply_fn, params, model_state, batch, lr):
+def _sign_step(task, params, model_state, batch, lr):
   def loss(p):
-    logits, new_state = apply_fn(merge_variables(p, model_state), batch['x'], True)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch['y'])
-    return jnp.sum(batch['w'] * ce), new_state
+    outputs, new_state = task.apply(merge_variables(p, model_state), batch, True)
+    return jnp.sum(batch['w'] * task.losses(outputs, batch)), new_state
 
   grads, new_state = jax.grad(loss, has_aux=True)(params)
   params = jax.tree.map(lambda p, g: p - lr * jnp.sign(g), params, grads)
@@ -81,17 +79,16 @@ def _sign_step(apply_fn, params, model_state, batch, lr):
 
 
 @jax.jit(static_argnums=0)
-def _losses(apply_fn, variables, batch):
-  logits, _ = apply_fn(variables, batch['x'], False)
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch['y'])
+def _losses(task, variables, batch):
+  return task.losses(task.apply(variables, batch, False)[0], batch)
 
 
-def example_losses(apply_fn: Callable, variables, train: Split, *, batch_size: int,
+def example_losses(task, variables, train: Examples, *, batch_size: int,
                    mesh) -> np.ndarray:
-  """Per-example cross-entropy [n] of `variables` on `train`, eval mode."""
-  out = [_losses(apply_fn, variables, sharding.shard_batch(b, mesh))
-         for b in epoch_batches({'x': train.x, 'y': train.y}, batch_size, shuffle=False)]
-  return np.concatenate(sharding.to_host(out))[:len(train.y)]
+  """Per-example loss [n] of `variables` on `train` (the task's: cross-entropy), eval mode."""
+  out = [_losses(task, variables, sharding.shard_batch(b, mesh))
+         for b in epoch_batches(train.arrays(), batch_size, shuffle=False)]
+  return np.concatenate(sharding.to_host(out))[:len(train)]
 
 
 class Selection(NamedTuple):
@@ -101,13 +98,13 @@ class Selection(NamedTuple):
   losses: list[float]      # Σ w_i ℓ_i after each selection epoch (the reference's record)
 
 
-def select_worst_case(apply_fn: Callable, variables: dict, train: Split, size: int, *,
+def select_worst_case(task, variables: dict, train: Examples, size: int, *,
                       mesh, seed: int = 0, select_epochs: int = SELECT_EPOCHS,
                       unlearn_steps: int = UNLEARN_STEPS, theta_lr: float = THETA_LR,
                       w_lr: float = W_LR, gamma: float = GAMMA,
                       batch_size: int = BATCH_SIZE) -> Selection:
   """The worst-case forget set of `size` rows of `train` for the model `variables`."""
-  n = len(train.y)
+  n = len(train)
   if not 0 < size < n:
     raise MuJaxError(f'A worst-case forget set of {size} rows out of {n} is empty or the whole '
                      'training set; choose a size in between.')
@@ -118,17 +115,17 @@ def select_worst_case(apply_fn: Callable, variables: dict, train: Split, size: i
   initial = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
   w = np.zeros(n)
   w[initial] = 1.0
-  arrays = {'x': train.x, 'y': train.y, 'i': np.arange(n)}
+  arrays = {**train.arrays(), 'i': np.arange(n)}
   records = []
   for epoch in range(select_epochs):
     params, model_state = split_variables(variables)
     for step in range(unlearn_steps):
       for batch in epoch_batches(arrays, batch_size, seed=seed, epoch=epoch * unlearn_steps + step):
         weights = (batch['w'] * (1.0 - w[batch['i']])).astype(np.float32)
-        batch = {'x': batch['x'], 'y': batch['y'], 'w': weights}
-        params, model_state = _sign_step(apply_fn, params, model_state,
+        batch = {**{k: batch[k] for k in train.keys()}, 'w': weights}
+        params, model_state = _sign_step(task, params, model_state,
                                          sharding.shard_batch(batch, mesh), theta_lr)
-    losses = example_losses(apply_fn, merge_variables(params, model_state), train,
+    losses = example_losses(task, merge_variables(params, model_state), train,
                             batch_size=batch_size, mesh=mesh).astype(np.float64)
     with jax.enable_x64(True):   # the reference projects in float64
       w = np.asarray(project(jnp.asarray(w - w_lr * (losses + gamma * 2 * w), jnp.float64),

@@ -9,15 +9,14 @@ for small data sets: it needs many more models than training rows to be sharp.
 """
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import linear_model
 
 from mu_jax import ensembles
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
-from mu_jax.influence import trak
-from mu_jax.models import Model
+from mu_jax.tasks import margin
 
 REGRESSIONS = ('ridge', 'lasso')
 OUTPUTS = ('margin', 'logits')
@@ -38,6 +37,7 @@ def fit(masks: np.ndarray, outputs: np.ndarray, *, regression: str = 'lasso',
   if masks.shape[0] != num_models:
     raise MuJaxError(f'{masks.shape[0]} masks but {num_models} recorded outputs; '
                      'give one mask per trained model.')
+  from sklearn import linear_model   # loaded only when datamodels are fit
   estimator = (linear_model.Ridge(alpha=reg) if regression == 'ridge'
                else linear_model.Lasso(alpha=reg, max_iter=10_000))
   estimator.fit(masks.astype(np.float64), outputs.reshape(num_models, t * o).astype(np.float64))
@@ -46,7 +46,7 @@ def fit(masks: np.ndarray, outputs: np.ndarray, *, regression: str = 'lasso',
   return Datamodels(beta, np.asarray(estimator.intercept_, np.float32).reshape(t, o))
 
 
-def estimate(model: Model, train_cfg, data: Split, targets: Split, *, num_models: int,
+def estimate(task, train_cfg, data: Examples, targets: Examples, *, num_models: int,
              fraction: float = 0.5, output: str = 'margin', regression: str = 'lasso',
              reg: float = 1e-3, seed: int = 0, mesh) -> Datamodels:
   """Trains `num_models` members on random `fraction`-subsets and fits datamodels.
@@ -56,13 +56,12 @@ def estimate(model: Model, train_cfg, data: Split, targets: Split, *, num_models
   """
   if output not in OUTPUTS:
     raise MuJaxError(f'Unknown datamodel output {output!r}; valid: {", ".join(OUTPUTS)}.')
-  masks = ensembles.subset_masks(len(data.y), num_models, fraction, seed)
-  stacked = ensembles.train_ensemble(model, train_cfg, data, mesh=mesh, masks=masks,
+  masks = ensembles.subset_masks(len(data), num_models, fraction, seed)
+  stacked = ensembles.train_ensemble(task, train_cfg, data, mesh=mesh, masks=masks,
                                      seeds=[seed * num_models + m for m in range(num_models)])
-  logits = ensembles.ensemble_apply(model.apply, stacked, jnp.asarray(targets.x))
+  logits = ensembles.ensemble_apply(task, stacked, jax.tree.map(jnp.asarray, targets.arrays()))
   if output == 'margin':
-    out = jnp.vectorize(trak.margin, signature='(c),()->()')(logits, jnp.asarray(targets.y))
-    out = out[..., None]
+    out = margin(logits, jnp.asarray(targets['y']), clip=None)[..., None]
   else:
     out = logits
   return fit(masks, np.asarray(out), regression=regression, reg=reg)

@@ -1,10 +1,11 @@
 """Diagonal parameter-importance estimators, as sharded, jitted reductions over batches.
 
-`importance(kind, spec, variables, ctx, source, batch_size)` returns a
+`importance(kind, task, variables, ctx, source, batch_size)` returns a
 params-shaped pytree, accumulated on device over `ctx.batches(source, ...)`
-(one host sync at the end). The model runs in eval mode. Estimators, by name:
+(one host sync at the end). The model runs in eval mode; ℓ is the task's
+per-example loss (cross-entropy for a classifier). Estimators, by name:
 
-  batch        mean over batches of (∇ mean-batch CE)², as the official SSD
+  batch        mean over batches of (∇ mean-batch ℓ)², as the official SSD
                code's `calc_importance` (Foster et al. 2024,
                github.com/if-loops/selective-synaptic-dampening, ssd.py): it
                sums squared mini-batch gradients and divides by the number of
@@ -13,11 +14,11 @@ params-shaped pytree, accumulated on device over `ctx.batches(source, ...)`
                examples fall into batches, so the pass always shuffles, seeded
                by `ctx.seed`.
   per_example  the empirical Fisher: mean over examples of the squared
-               per-example CE gradient (vmap of grad); independent of order.
+               per-example ℓ gradient (vmap of grad); independent of order.
                Per-example gradients are taken in chunks of rows whose
                gradients fit `memory_budget` bytes, so any batch size fits.
   label_free   LF-SSD (Foster et al. 2024, "Loss-Free Machine Unlearning",
-               arXiv:2402.19308): loss = mean over the batch of ‖logits‖²₂,
+               arXiv:2402.19308): loss = mean over the batch of ‖outputs‖²₂,
                importance = mean over batches of |∇ loss|; needs no labels.
 
 Every estimator is one per-device function, `device_term`, whose sums are
@@ -31,7 +32,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import PartitionSpec as P
 
 from mu_jax import sharding
@@ -45,13 +45,13 @@ ESTIMATORS = ('batch', 'per_example', 'label_free')
 MEMORY_BUDGET = 256 * 2**20
 
 
-def _example_losses(kind: str, spec, params, model_state, x, y) -> jax.Array:
-  """Per-row losses [n]: CE, or ‖logits‖²₂ for 'label_free'."""
-  logits, _ = spec.apply_fn(merge_variables(params, model_state), x, False)
-  logits = logits.astype(jnp.float32)
+def _example_losses(kind: str, task, params, model_state, batch) -> jax.Array:
+  """Per-row losses [n]: the task's ℓ, or ‖outputs‖²₂ for 'label_free'."""
+  outputs, _ = task.apply(merge_variables(params, model_state), batch, False)
   if kind == 'label_free':
-    return jnp.sum(jnp.square(logits), -1)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    outputs = outputs.astype(jnp.float32)
+    return jnp.sum(jnp.square(outputs).reshape(outputs.shape[0], -1), -1)
+  return task.losses(outputs, batch)
 
 
 def chunk_rows(params, rows: int, memory_budget: int) -> int:
@@ -61,40 +61,41 @@ def chunk_rows(params, rows: int, memory_budget: int) -> int:
   return max(d for d in range(1, rows + 1) if rows % d == 0 and d <= limit)
 
 
-def device_term(kind: str, spec, chunk: int, params, model_state, batch) -> tuple[Any, jax.Array]:
+def device_term(kind: str, task, chunk: int, params, model_state, batch) -> tuple[Any, jax.Array]:
   """One batch's contribution to the estimator's sum and to its divisor.
 
   Runs on one device's rows of the batch inside a mapped 'data' axis (shard_map
   or pmap) and sums across it with psum, so every device returns the whole
   batch's (term, weight).
   """
-  x, y, w = batch['x'], batch['y'], batch['w']
+  w = batch['w']
   if kind != 'per_example':
     def weighted_sum(p):
-      return jnp.sum(w * _example_losses(kind, spec, p, model_state, x, y))
+      return jnp.sum(w * _example_losses(kind, task, p, model_state, batch))
     grads, total = jax.lax.psum((jax.grad(weighted_sum)(params), jnp.sum(w)), sharding.DATA_AXIS)
     mean = jax.tree.map(lambda g: g / jnp.maximum(total, 1.0), grads)
     return jax.tree.map(jnp.square if kind == 'batch' else jnp.abs, mean), jnp.ones(())
 
-  def example_loss(p, xi, yi):
-    return _example_losses(kind, spec, p, model_state, xi[None], yi[None])[0]
+  def example_loss(p, row):
+    return _example_losses(kind, task, p, model_state,
+                           jax.tree.map(lambda a: a[None], row))[0]
 
   def add_chunk(acc, rows):
-    xc, yc, wc = rows
-    grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(params, xc, yc)
-    return jax.tree.map(lambda a, g: a + jnp.tensordot(wc, jnp.square(g), axes=1), acc, grads), None
+    grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0))(params, rows)
+    return jax.tree.map(lambda a, g: a + jnp.tensordot(rows['w'], jnp.square(g), axes=1),
+                        acc, grads), None
 
   split = lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-  sums, _ = jax.lax.scan(add_chunk, zeros, (split(x), split(y), split(w)))
+  sums, _ = jax.lax.scan(add_chunk, zeros, jax.tree.map(split, batch))
   return jax.lax.psum((sums, jnp.sum(w)), sharding.DATA_AXIS)
 
 
-@functools.partial(jax.jit, static_argnames=('kind', 'spec', 'mesh', 'chunk'),
+@functools.partial(jax.jit, static_argnames=('kind', 'task', 'mesh', 'chunk'),
                    donate_argnames=('totals', 'count'))
-def _accumulate(totals, count, params, model_state, batch, *, kind, spec, mesh, chunk):
+def _accumulate(totals, count, params, model_state, batch, *, kind, task, mesh, chunk):
   term, weight = jax.shard_map(
-      functools.partial(device_term, kind, spec, chunk), mesh=mesh,
+      functools.partial(device_term, kind, task, chunk), mesh=mesh,
       in_specs=(P(), P(), P(sharding.DATA_AXIS)), out_specs=P(),
       axis_names={sharding.DATA_AXIS}, check_vma=False)(params, model_state, batch)
   return jax.tree.map(jnp.add, totals, term), count + weight
@@ -105,18 +106,18 @@ def _divide(totals, count):
   return jax.tree.map(lambda t: t / count, totals)
 
 
-def pmap_term(kind: str, spec, chunk: int = 1):
+def pmap_term(kind: str, task, chunk: int = 1):
   """`device_term` as a `jax.pmap` over axis 'data', for pmap-style drivers.
 
   Call it as f(params, model_state, batch) with every batch leaf reshaped to
   [devices, rows per device, ...]; params and model_state are broadcast. Each
   device returns the whole batch's (term, weight).
   """
-  return jax.pmap(functools.partial(device_term, kind, spec, chunk),
+  return jax.pmap(functools.partial(device_term, kind, task, chunk),
                   axis_name=sharding.DATA_AXIS, in_axes=(None, None, 0))
 
 
-def importance(kind: str, spec, variables: dict, ctx, source: str, batch_size: int, *,
+def importance(kind: str, task, variables: dict, ctx, source: str, batch_size: int, *,
                memory_budget: int = MEMORY_BUDGET, rowwise: bool | None = None):
   """The `kind` diagonal importance of `variables['params']` on stream `source`.
 
@@ -138,7 +139,7 @@ def importance(kind: str, spec, variables: dict, ctx, source: str, batch_size: i
   count = sharding.replicate(np.zeros((), np.float32), ctx.mesh)
   for batch in ctx.batches(source, batch_size, shuffle=True):
     totals, count = sharding.pace(_accumulate(totals, count, params, model_state, batch,
-                                              kind=kind, spec=spec, mesh=ctx.mesh,
+                                              kind=kind, task=task, mesh=ctx.mesh,
                                               chunk=chunk), ctx.mesh)
   if float(jax.device_get(count)) <= 0:
     raise MuJaxError(f'The {source} set is empty, so its importance is undefined; '

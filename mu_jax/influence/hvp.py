@@ -5,7 +5,7 @@ A loss is `loss_fn(params, model_state, batch) -> Σ_i w_i ℓ_i`, the *summed*
 weighted loss of one padded batch, so that summing over batches and dividing
 by Σ w gives the exact mean over the stream, whatever the batching or
 sharding. `loss_fn` is a static (hashable) argument of the jitted per-batch
-reductions: pass the same object (e.g. a `CrossEntropySum(spec)`) to reuse
+reductions: pass the same object (e.g. a `TaskLossSum(task)`) to reuse
 their compilation.
 """
 import dataclasses
@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables
@@ -22,19 +21,15 @@ LossFn = Callable[[Any, Any, dict], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class CrossEntropySum:
-  """Σ_i w_i CE(f(x_i), y_i) of a model in eval mode (BatchNorm running stats).
-
-  A frozen dataclass: hashable, and equal only to the same loss of the same
-  model, as a static jit argument must be.
-  """
-  spec: Any   # a mu_jax.methods.ModelSpec (not imported: methods import this package)
+class TaskLossSum:
+  """Σ_i w_i ℓ_i of the task's per-example loss, model in eval mode (BatchNorm
+  running statistics). A frozen dataclass: hashable, and equal only to the
+  same loss of the same task, as a static jit argument must be."""
+  task: Any   # a mu_jax.tasks.Task
 
   def __call__(self, params, model_state, batch) -> jax.Array:
-    logits, _ = self.spec.apply_fn(merge_variables(params, model_state), batch['x'], False)
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch['y'])
-    return jnp.sum(losses * batch['w'])
+    outputs, _ = self.task.apply(merge_variables(params, model_state), batch, False)
+    return jnp.sum(self.task.losses(outputs, batch) * batch['w'])
 
 
 def hvp(loss_fn: LossFn, params, model_state, batch, v):

@@ -1,6 +1,8 @@
 """TRAK: attribution by randomly projected after-kernel features (Park et al. 2023).
 
-For an ensemble of M models (member m with parameters θ_m):
+For an ensemble of M models (member m with parameters θ_m) of a classification
+task (the output function and out-to-loss weight below are TRAK's for
+cross-entropy; other tasks pass their own `output_fn` and `q_fn`):
   φ_m(z) = Pᵀ ∇_θ f(z; θ_m)            projected per-example output gradients,
                                         f the margin log(p/(1−p)) for training rows,
   Q_m(z) = −∂ℓ/∂f = 1 − p(z)            the out-to-loss weight,
@@ -30,9 +32,11 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
 from mu_jax import ensembles, sharding
+from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables, vmap_is_slow
+from mu_jax.tasks import margin
 
 PROJECTIONS = ('rademacher', 'normal')
 MATRIX_BUDGET_BYTES = 2 << 30   # materialise P when it fits in 2 GiB
@@ -46,19 +50,14 @@ class Projection(NamedTuple):
   block: int = 4096        # parameters per generated block of P
 
 
-def margin(logits: jax.Array, label: jax.Array) -> jax.Array:
-  """log(p_y / (1 − p_y)) = z_y − logsumexp_{k≠y} z_k: TRAK's classification output."""
-  others = jnp.where(jnp.arange(logits.shape[-1]) == label, -jnp.inf, logits)
-  return logits[label] - jax.nn.logsumexp(others)
-
-
 def out_to_loss(logits: jax.Array, label: jax.Array) -> jax.Array:
   """Q = 1 − p_y = −∂(cross-entropy)/∂margin."""
   return 1.0 - jax.nn.softmax(logits)[label]
 
 
 def margin_output(logits, label):
-  return margin(logits, label)[None]
+  """log(p_y / (1 − p_y)) = z_y − logsumexp_{k≠y} z_k, unclipped: TRAK's classification output."""
+  return margin(logits[None], jnp.asarray(label)[None], clip=None)
 
 
 def logits_output(logits, label):
@@ -114,27 +113,26 @@ def project(grads: jax.Array, proj: Projection, matrix: jax.Array | None = None)
   return (out / jnp.sqrt(proj.dim)).reshape(*lead, proj.dim)
 
 
-def _rows_features(variables, batch, matrix, *, apply_fn, output_fn, q_fn, proj, rowwise):
+def _rows_features(variables, batch, matrix, *, task, output_fn, q_fn, proj, rowwise):
   """φ [B, O, k] and Q [B] of the rows of `batch`; padding rows are zero."""
   params, model_state = split_variables(variables)
   flat, unravel = ravel_pytree(params)
+  rows = {k: batch[k] for k in task.keys}
 
-  def logits_of(p, x):
-    return apply_fn(merge_variables(unravel(p), model_state), x[None], False)[0][0]
+  def outputs_of(p, row):
+    one_row = jax.tree.map(lambda a: a[None], row)
+    return task.apply(merge_variables(unravel(p), model_state), one_row, False)[0][0]
 
-  def one(x, y):
-    jac = jax.jacrev(lambda p: output_fn(logits_of(p, x), y))(flat)   # [O, P]
-    return jac, q_fn(logits_of(flat, x), y)
+  def one(row):
+    jac = jax.jacrev(lambda p: output_fn(outputs_of(p, row), row['y']))(flat)   # [O, P]
+    return jac, q_fn(outputs_of(flat, row), row['y'])
 
-  if rowwise:
-    jac, q = jax.lax.map(lambda xy: one(*xy), (batch['x'], batch['y']))
-  else:
-    jac, q = jax.vmap(one)(batch['x'], batch['y'])
+  jac, q = jax.lax.map(one, rows) if rowwise else jax.vmap(one)(rows)
   w = batch['w']
   return project(jac, proj, matrix) * w[:, None, None], q * w
 
 
-@functools.partial(jax.jit, static_argnames=('mesh', 'apply_fn', 'output_fn', 'q_fn', 'proj',
+@functools.partial(jax.jit, static_argnames=('mesh', 'task', 'output_fn', 'q_fn', 'proj',
                                              'rowwise'))
 def _chunk_features(variables, batch, matrix, *, mesh, **kwargs):
   """`_rows_features` of one padded chunk, each device on its own rows.
@@ -149,19 +147,19 @@ def _chunk_features(variables, batch, matrix, *, mesh, **kwargs):
                        check_vma=False)(variables, batch, matrix)
 
 
-def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
+def features(task, stacked, examples: Examples, *,
              output_fn: Callable = margin_output, q_fn: Callable = out_to_loss,
              proj: Projection = Projection(), chunk_size: int = 64,
              mesh=None, rowwise: bool | None = None) -> tuple[jax.Array, jax.Array]:
   """Per-member projected output gradients [M, n, O, k] and out-to-loss weights [M, n].
 
-  `stacked` holds M members (leading axis); output_fn(logits, y) -> [O];
+  `stacked` holds M members (leading axis) of `task`'s model; output_fn(logits, y) -> [O];
   q_fn(logits, y) -> scalar. Members are featurized one after another so
   memory stays one chunk of one model. Each chunk's rows are vmapped, or with
   `rowwise` taken one at a time (None: where `vmap_is_slow`).
   """
   mesh = mesh or sharding.make_mesh('data:1')
-  n = len(x)
+  n = len(examples)
   num_models = jax.tree.leaves(stacked)[0].shape[0]
   num_params = sum(leaf[0].size for leaf in jax.tree.leaves(split_variables(stacked)[0]))
   matrix = (sharding.replicate(projection_matrix(proj, num_params), mesh)
@@ -172,9 +170,10 @@ def features(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
   for m in range(num_models):
     variables = sharding.replicate(jax.tree.map(lambda leaf: leaf[m], stacked), mesh)
     parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), matrix, mesh=mesh,
-                             apply_fn=apply_fn, output_fn=output_fn, q_fn=q_fn, proj=proj,
+                             task=task, output_fn=output_fn, q_fn=q_fn, proj=proj,
                              rowwise=rowwise)
-             for batch in epoch_batches({'x': x, 'y': y}, chunk_size, shuffle=False)]
+             for batch in epoch_batches({k: examples[k] for k in task.keys}, chunk_size,
+                                        shuffle=False)]
     phis.append(jnp.concatenate([p for p, _ in parts])[:n])
     qs.append(jnp.concatenate([q for _, q in parts])[:n])
   return jnp.stack(phis), jnp.stack(qs)
@@ -193,7 +192,7 @@ def _kernel_inverse(phi: jax.Array, lam: jax.Array) -> jax.Array:
   return jnp.linalg.pinv(xtx + lam * jnp.eye(xtx.shape[0]), hermitian=True)
 
 
-def fit(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
+def fit(task, stacked, examples: Examples, *,
         lam: float = 0.0, proj: Projection = Projection(), chunk_size: int = 64,
         mesh=None, output_fn: Callable = margin_output,
         q_fn: Callable = out_to_loss) -> TrakState:
@@ -201,7 +200,7 @@ def fit(apply_fn: Callable, stacked, x: np.ndarray, y: np.ndarray, *,
 
   With lam=0 the pseudo-inverse is used, so k > n (an interpolating kernel) is fine.
   """
-  phi, q = features(apply_fn, stacked, x, y, output_fn=output_fn, q_fn=q_fn, proj=proj,
+  phi, q = features(task, stacked, examples, output_fn=output_fn, q_fn=q_fn, proj=proj,
                     chunk_size=chunk_size, mesh=mesh)
   if phi.shape[2] != 1:
     raise MuJaxError('TRAK training features need a scalar output function (O = 1).')
@@ -250,12 +249,12 @@ def removal_tangents(state: TrakState, rows: np.ndarray, stacked, proj: Projecti
   return jax.vmap(unravel)(u)
 
 
-def directional_outputs(apply_fn: Callable, stacked, tangents, x: jax.Array) -> jax.Array:
-  """1/M Σ_m (d/dε) logits(x; θ_m + ε u_m) [N, C], eval mode: summed scores at x."""
+def directional_outputs(task, stacked, tangents, batch: dict) -> jax.Array:
+  """1/M Σ_m (d/dε) outputs(x; θ_m + ε u_m) [N, C], eval mode: summed scores at x."""
   params, model_state = split_variables(stacked)
 
   def one(p, s, u):
-    fn = lambda q: apply_fn(merge_variables(q, s), x, False)[0]
+    fn = lambda q: task.apply(merge_variables(q, s), batch, False)[0]
     return jax.jvp(fn, (p,), (u,))[1]
 
   return jnp.mean(ensembles.map_members(one, params, model_state, tangents), axis=0)

@@ -14,7 +14,7 @@ from mu_jax.methods import smooth
 from mu_jax.methods import sparse
 from mu_jax.methods import ssd
 from mu_jax.methods.base import (
-    Context, Method, ModelSpec, Stream, Unlearned, run_method)
+    Context, Method, Stream, Unlearned, run_method)
 from mu_jax.registry import Registry
 
 METHODS = Registry('method')

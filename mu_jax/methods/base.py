@@ -2,11 +2,13 @@
 
 A method is a small NamedTuple of pure functions, optax style:
   prepare(ctx, variables) -> state       statistics passes, optimizer init
-  update(spec, state, batch) -> (state, stats)   one pure step, jitted by the driver
+  update(task, state, batch) -> (state, stats)   one pure step, jitted by the driver
   result(state) -> variables
 plus the batch `stream` its update consumes. One-shot methods (SSD, ACU) use
-the stream 'none' and get exactly one `update(spec, state, None)`; iterative
-ones get one update per batch of the forget, retain or union stream.
+the stream 'none' and get exactly one `update(task, state, None)`; iterative
+ones get one update per batch of the forget, retain or union stream. A method
+sees the problem only through its `Task` (`mu_jax.tasks`): forward pass,
+per-example loss, statistics and capabilities; batches are opaque dicts.
 """
 import contextlib
 import time
@@ -17,18 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax import sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples, concat
 from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
+from mu_jax.tasks import Task, requires
 
 SOURCES = ('none', 'forget', 'retain', 'union')
-
-
-class ModelSpec(NamedTuple):
-  """What an update may know of the model: static, hashable."""
-  apply_fn: Callable   # apply_fn(variables, x, train) -> (logits, new_model_state)
-  num_classes: int
-  features_fn: Callable | None = None   # features_fn(variables, x) -> penultimate [N, D]
 
 
 class Stream(NamedTuple):
@@ -39,10 +35,10 @@ class Stream(NamedTuple):
 
 
 class Context(NamedTuple):
-  """The unlearning request: the model and the data on either side of it."""
-  spec: ModelSpec
-  forget: Split
-  retain: Split
+  """The unlearning request: the task (model included) and the data on either side of it."""
+  task: Task
+  forget: Examples
+  retain: Examples
   mesh: Any
   seed: int = 0
   # A folder beside the original model's checkpoint where statistics that
@@ -52,14 +48,13 @@ class Context(NamedTuple):
   def arrays(self, source: str) -> dict[str, np.ndarray]:
     """Host arrays of a stream; 'union' adds the flag 'f' (1 on forget rows)."""
     if source == 'forget':
-      return {'x': self.forget.x, 'y': self.forget.y}
+      return self.forget.arrays()
     if source == 'retain':
-      return {'x': self.retain.x, 'y': self.retain.y}
+      return self.retain.arrays()
     if source == 'union':
-      return {'x': np.concatenate([self.forget.x, self.retain.x]),
-              'y': np.concatenate([self.forget.y, self.retain.y]),
-              'f': np.concatenate([np.ones(len(self.forget.y), np.float32),
-                                   np.zeros(len(self.retain.y), np.float32)])}
+      flag = np.concatenate([np.ones(len(self.forget), np.float32),
+                             np.zeros(len(self.retain), np.float32)])
+      return {**concat(self.forget, self.retain).arrays(), 'f': flag}
     raise MuJaxError(f'Unknown stream source {source!r}; valid: {", ".join(SOURCES)}.')
 
   def batches(self, source: str, batch_size: int, *, epoch: int = 0,
@@ -78,12 +73,13 @@ class Context(NamedTuple):
 
 class Method(NamedTuple):
   prepare: Callable[[Context, dict], Any]
-  update: Callable[[ModelSpec, Any, Any], tuple[Any, dict]]
+  update: Callable[[Task, Any, Any], tuple[Any, dict]]
   result: Callable[[Any], dict]
   stream: Stream
   # For methods that change the architecture (e.g. an analytic head on frozen
-  # features): make_apply(spec) -> apply_fn for the variables `result` returns.
-  make_apply: Callable[[ModelSpec], Callable] | None = None
+  # features): make_apply(task) -> forward(variables, batch, train) for the
+  # variables `result` returns (`Task.with_forward`).
+  make_apply: Callable[[Task], Callable] | None = None
   # Numbers worth reporting beside the metrics (e.g. SSD's selected count):
   # report(state) -> {name: float}, called once after the last update.
   report: Callable[[Any], dict] | None = None
@@ -95,6 +91,9 @@ class Method(NamedTuple):
   # batches(ctx, epoch) -> that epoch's sharded batches, used instead of the
   # stream's; `stream` still sets the epochs (and a source other than 'none').
   batches: Callable[[Context, int], Iterator[dict]] | None = None
+  # Task capabilities the method needs (mu_jax.tasks: CLASS_LABELS, LINEAR_HEAD,
+  # INPUT_RANGE); the driver refuses a task without them before any work.
+  requires: tuple[str, ...] = ()
 
 
 def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:
@@ -108,8 +107,8 @@ class Unlearned(NamedTuple):
   variables: dict
   seconds: float   # wall time of prepare + all updates, compilation included
   steps: int
-  apply_fn: Callable   # evaluates `variables`: the model's own unless make_apply
-  info: dict           # method.report(state), or {}
+  task: Task       # evaluates `variables`: the context's task, through make_apply if any
+  info: dict       # method.report(state), or {}
 
 
 def _check_finite(tree, what: str) -> None:
@@ -123,6 +122,7 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   if method.stream.source not in SOURCES:
     raise MuJaxError(f'Unknown stream source {method.stream.source!r}; '
                      f'valid: {", ".join(SOURCES)}.')
+  check_request(method, ctx, name)
   began = time.perf_counter()
   state = method.prepare(ctx, sharding.replicate(variables, ctx.mesh))
   update = jax.jit(method.update, static_argnums=0)
@@ -130,12 +130,12 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     state = sharding.onto_mesh(state, ctx.mesh)   # as update's outputs: no retrace
     if method.stream.source == 'none':
-      state, _ = update(ctx.spec, state, None)
+      state, _ = update(ctx.task, state, None)
       steps = 1
     for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
       losses = []
       for batch in epoch_stream(method, ctx, epoch):
-        state, stats = sharding.pace(update(ctx.spec, state, batch), ctx.mesh)
+        state, stats = sharding.pace(update(ctx.task, state, batch), ctx.mesh)
         losses.append(stats['loss'])
         steps += 1
       _check_finite(losses, f'The {name} loss in epoch {epoch + 1}')
@@ -143,6 +143,20 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   _check_finite(out, f'The parameters produced by {name}')
   jax.block_until_ready(out)
   seconds = time.perf_counter() - began
-  apply_fn = method.make_apply(ctx.spec) if method.make_apply else ctx.spec.apply_fn
-  info = {k: float(v) for k, v in method.report(state).items()} if method.report else {}
-  return Unlearned(out, seconds, steps, apply_fn, info)
+  return Unlearned(out, seconds, steps, result_task(method, ctx.task), report(method, state))
+
+
+def result_task(method: Method, task: Task) -> Task:
+  """The task that evaluates `method`'s result: `task`, or its make_apply forward."""
+  return task.with_forward(method.make_apply(task)) if method.make_apply else task
+
+
+def report(method: Method, state) -> dict:
+  return {k: float(v) for k, v in method.report(state).items()} if method.report else {}
+
+
+def check_request(method: Method, ctx: Context, name: str) -> None:
+  """Refuses a task the method cannot serve, or examples the task cannot read."""
+  requires(ctx.task, name, *method.requires)
+  ctx.task.check_examples(ctx.forget, 'forget')
+  ctx.task.check_examples(ctx.retain, 'retain')

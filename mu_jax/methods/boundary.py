@@ -25,12 +25,11 @@ eval mode alike, for any model whose last layer is the Dense 'head'.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mu_jax import sharding
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import LossContext, gradient_method
-from mu_jax.optim import weighted_cross_entropy
+from mu_jax.tasks import CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD
 
 LEARNING_RATE = 1e-5   # official boundary_unlearning.py: SGD lr=0.00001 (both methods)
 MOMENTUM = 0.9         # official boundary_unlearning.py: momentum=0.9
@@ -42,16 +41,19 @@ SHADOW = 'shadow'      # params key of the shadow class's head column while expa
 def pixel_range(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel lowest and highest standardised value over D: pixel values 0 and 1."""
   axes = (0, 1, 2)
-  lo = np.minimum(ctx.forget.x.min(axis=axes), ctx.retain.x.min(axis=axes))
-  hi = np.maximum(ctx.forget.x.max(axis=axes), ctx.retain.x.max(axis=axes))
+  lo = np.minimum(ctx.forget['x'].min(axis=axes), ctx.retain['x'].min(axis=axes))
+  hi = np.maximum(ctx.forget['x'].max(axis=axes), ctx.retain['x'].max(axis=axes))
   return lo.astype(np.float32), hi.astype(np.float32)
 
 
-def fgsm(apply_fn, variables, x, y, bound: float, lo, hi) -> jax.Array:
-  """One FGSM step of ℓ∞ radius `bound` pixels, clipped to [0, 1] and rounded to 1/255."""
+def fgsm(task, variables, batch, bound: float, lo, hi) -> jax.Array:
+  """One FGSM step of ℓ∞ radius `bound` pixels on batch['x'] (the task's loss),
+  clipped to [0, 1] and rounded to 1/255."""
+  x = batch['x']
+
   def loss(inputs):
-    logits, _ = apply_fn(variables, inputs, False)
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    outputs, _ = task.apply(variables, {**batch, 'x': inputs}, False)
+    return jnp.sum(task.losses(outputs, batch))
 
   scale = jnp.where(hi > lo, hi - lo, 1.0)
   pixels = (x - lo) / scale + bound * jnp.sign(jax.grad(loss)(x))
@@ -68,22 +70,21 @@ def boundary_shrink(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
     lo, hi = pixel_range(ctx)
     return sharding.replicate({'frozen': variables, 'lo': lo, 'hi': hi}, ctx.mesh)
 
-  def loss_fn(spec, variables, batch, rng, extra: LossContext):
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
     del rng
     aux = extra.aux
-    x_adv = fgsm(spec.apply_fn, aux['frozen'], batch['x'], batch['y'], bound,
-                 aux['lo'], aux['hi'])
-    adv_logits, _ = spec.apply_fn(aux['frozen'], x_adv, False)
+    x_adv = fgsm(task, aux['frozen'], batch, bound, aux['lo'], aux['hi'])
+    adv_logits, _ = task.apply(aux['frozen'], {**batch, 'x': x_adv}, False)
     nearest = jax.lax.stop_gradient(jnp.argmax(adv_logits, axis=-1))
-    logits, model_state = spec.apply_fn(variables, batch['x'], True)
-    return (weighted_cross_entropy(logits, nearest, batch['w']),
-            (logits, nearest, model_state))
+    logits, model_state = task.apply(variables, batch, True)
+    return task.mean_loss(logits, {**batch, 'y': nearest}), model_state
 
   return gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
-                         learning_rate=learning_rate, momentum=momentum, make_aux=make_aux)
+                         learning_rate=learning_rate, momentum=momentum,
+                         make_aux=make_aux)._replace(requires=(CLASS_LABELS, INPUT_RANGE))
 
 
-def widened_logits(apply_fn, variables, x, train: bool):
+def widened_logits(task, variables, batch, train: bool):
   """Logits [N, C+1] of the model whose head has the extra column params[SHADOW]."""
   params = dict(variables['params'])
   shadow = params.pop(SHADOW)
@@ -91,7 +92,7 @@ def widened_logits(apply_fn, variables, x, train: bool):
 
   def with_kernel(k):
     head = {**params['head'], 'kernel': k}
-    return apply_fn({**variables, 'params': {**params, 'head': head}}, x, train)
+    return task.apply({**variables, 'params': {**params, 'head': head}}, batch, train)
 
   direction = jnp.zeros_like(kernel).at[:, 0].set(shadow['kernel'][:, 0])
   (logits, model_state), (along, _) = jax.jvp(with_kernel, (kernel,), (direction,))
@@ -117,12 +118,11 @@ def boundary_expand(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
                     init_std: float = 1e-3) -> Method:  # official init_params: Linear N(0, 1e-3)
   """Fine-tunes D_f into an extra shadow class, then prunes the shadow output."""
 
-  def loss_fn(spec, variables, batch, rng):
+  def loss_fn(task, variables, batch, rng):
     del rng
-    logits, model_state = widened_logits(spec.apply_fn, variables, batch['x'], True)
-    shadow_labels = jnp.full_like(batch['y'], spec.num_classes)
-    return (weighted_cross_entropy(logits, shadow_labels, batch['w']),
-            (logits, shadow_labels, model_state))
+    logits, model_state = widened_logits(task, variables, batch, True)
+    shadow_labels = jnp.full_like(batch['y'], task.num_classes)
+    return task.mean_loss(logits, {**batch, 'y': shadow_labels}), model_state
 
   inner = gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
                           learning_rate=learning_rate, momentum=momentum)
@@ -131,4 +131,5 @@ def boundary_expand(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
     rng = jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 2)
     return inner.prepare(ctx, sharding.replicate(widen(variables, rng, init_std), ctx.mesh))
 
-  return Method(prepare, inner.update, lambda s: prune(inner.result(s)), inner.stream)
+  return Method(prepare, inner.update, lambda s: prune(inner.result(s)), inner.stream,
+                requires=(CLASS_LABELS, LINEAR_HEAD))

@@ -20,20 +20,24 @@ import numpy as np
 from mu_jax import sharding
 
 
-def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """A permutation sorting rows by content (a random projection, the sum, the label)."""
-  flat = x.reshape(len(y), -1).astype(np.float64)
-  probe = np.random.default_rng(0).normal(size=flat.shape[1])
-  return np.lexsort((y.astype(np.float64), flat.sum(1), flat @ probe))
+def canonical_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
+  """A permutation sorting rows by content: per array (the first name in sorted
+  order most significant), a random projection of each row, then its sum."""
+  keys = []
+  for name in sorted(arrays, reverse=True):
+    flat = arrays[name].reshape(len(arrays[name]), -1).astype(np.float64)
+    probe = np.random.default_rng(0).normal(size=flat.shape[1])
+    keys += [flat.sum(1), flat @ probe] if flat.shape[1] > 1 else [flat[:, 0]]
+  return np.lexsort(keys)   # the last key is the most significant
 
 
 def fingerprint(ctx, *parts, variables=None) -> str:
   """16 hex digits of `parts`, D (in any row order) and, if given, the model's variables."""
   digest = hashlib.sha1(repr(parts).encode())
-  union = ctx.arrays('union')
-  order = canonical_order(union['x'], union['y'])
-  digest.update(np.ascontiguousarray(union['x'][order]).tobytes())
-  digest.update(np.ascontiguousarray(union['y'][order]).tobytes())
+  union = {k: v for k, v in ctx.arrays('union').items() if k != 'f'}
+  order = canonical_order(union)
+  for name in sorted(union):
+    digest.update(np.ascontiguousarray(union[name][order]).tobytes())
   for leaf in jax.tree.leaves(sharding.to_host(variables) if variables is not None else {}):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()[:16]

@@ -16,8 +16,8 @@ bad_teacher (Chundawat, Tarun, Mandal & Kankanhalli, AAAI 2023,
   the original model on retain rows and towards a randomly initialised
   (incompetent) teacher on forget rows: KL(teacher ‖ student) at temperature T,
   averaged over rows and classes (torch `F.kl_div` default 'mean'). The
-  incompetent teacher gets Flax's default initializers (the reference's is
-  torch's default initialisation of the same architecture).
+  incompetent teacher is the task's fresh `init` (the reference's is torch's
+  default initialisation of the same architecture).
 
 Both give the driver their own batch schedule (`Method.batches`), one jitted
 step per batch: SCRUB's forget pass then retain pass each epoch, in the
@@ -32,11 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import ensembles, sharding
+from mu_jax import sharding
+from mu_jax.data import concat
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import LossContext, gradient_method
-from mu_jax.optim import weighted_cross_entropy
+from mu_jax.tasks import CLASS_LABELS
 
 
 def row_kl(student_logits, teacher_logits, temperature: float) -> jax.Array:
@@ -53,7 +54,7 @@ def distill_kl(student_logits, teacher_logits, weights, temperature: float) -> j
 
 
 def _check_forget(ctx: Context) -> None:
-  if len(ctx.forget.y) == 0:
+  if len(ctx.forget) == 0:
     raise MuJaxError('The forget set is empty; select at least one example to forget.')
 
 
@@ -72,15 +73,15 @@ def scrub(*, learning_rate: float = 5e-4,   # official notebook: sgda_learning_r
   if max_steps < 0 or epochs < 1:
     raise MuJaxError(f'SCRUB needs epochs ≥ 1 and max_steps ≥ 0, got {epochs} and {max_steps}.')
 
-  def loss_fn(spec, variables, batch, rng, extra: LossContext):
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
     del rng
-    logits, model_state = spec.apply_fn(variables, batch['x'], True)
-    teacher, _ = spec.apply_fn(extra.aux, batch['x'], False)
+    logits, model_state = task.apply(variables, batch, True)
+    teacher, _ = task.apply(extra.aux, batch, False)
     maximize = jnp.any(batch['maximize'] > 0)   # a batch is all D_f (max) or all D_r (min)
     kl = distill_kl(logits, teacher, batch['w'], temperature)
-    ce = weighted_cross_entropy(logits, batch['y'], batch['w'])
+    ce = task.mean_loss(logits, batch)
     loss = jnp.where(maximize, -kl, ce_weight * ce + kl_weight * kl)
-    return loss, (logits, batch['y'], model_state)
+    return loss, model_state
 
   inner = gradient_method(loss_fn, stream=Stream('union', epochs, retain_batch_size),
                           learning_rate=learning_rate, optimizer=optimizer,
@@ -92,17 +93,15 @@ def scrub(*, learning_rate: float = 5e-4,   # official notebook: sgda_learning_r
     _check_forget(ctx)
     passes = [(ctx.forget, forget_batch_size, 1.0)] if epoch < max_steps else []
     for split, size, maximize in passes + [(ctx.retain, retain_batch_size, 0.0)]:
-      flag = np.full(len(split.y), maximize, np.float32)
-      yield from ctx.batches_of({'x': split.x, 'y': split.y, 'maximize': flag}, size,
-                                epoch=epoch)
+      flag = np.full(len(split), maximize, np.float32)
+      yield from ctx.batches_of({**split.arrays(), 'maximize': flag}, size, epoch=epoch)
 
-  return inner._replace(batches=batches)
+  return inner._replace(batches=batches, requires=(CLASS_LABELS,))
 
 
-def incompetent_teacher(ctx: Context, variables: dict) -> dict:
-  """A randomly initialised model of the same architecture (Flax default initializers)."""
-  model = ensembles.flax_default_model(ctx.spec.apply_fn, jax.device_get(variables))
-  return model.init(jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 1), None)
+def incompetent_teacher(ctx: Context) -> dict:
+  """A randomly initialised model of the same architecture (the task's own init)."""
+  return ctx.task.init(jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 1))
 
 
 def bad_teacher(*, learning_rate: float = 1e-4,  # official notebook: Adam lr 0.0001
@@ -114,18 +113,17 @@ def bad_teacher(*, learning_rate: float = 1e-4,  # official notebook: Adam lr 0.
   if not 0.0 <= retain_fraction <= 1.0:
     raise MuJaxError(f'retain_fraction={retain_fraction} must be in [0, 1].')
 
-  def loss_fn(spec, variables, batch, rng, extra: LossContext):
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
     del rng
-    logits, model_state = spec.apply_fn(variables, batch['x'], True)
-    full, _ = spec.apply_fn(extra.aux['full'], batch['x'], False)
-    bad, _ = spec.apply_fn(extra.aux['bad'], batch['x'], False)
+    logits, model_state = task.apply(variables, batch, True)
+    full, _ = task.apply(extra.aux['full'], batch, False)
+    bad, _ = task.apply(extra.aux['bad'], batch, False)
     kl = row_kl(logits, jnp.where(batch['f'][:, None] > 0, bad, full), temperature)
     loss = jnp.sum(kl * batch['w']) / (jnp.maximum(jnp.sum(batch['w']), 1.0) * logits.shape[-1])
-    return loss, (logits, batch['y'], model_state)
+    return loss, model_state
 
   def make_aux(ctx: Context, variables: dict) -> dict:
-    return sharding.replicate({'full': variables,
-                               'bad': incompetent_teacher(ctx, variables)}, ctx.mesh)
+    return sharding.replicate({'full': variables, 'bad': incompetent_teacher(ctx)}, ctx.mesh)
 
   inner = gradient_method(loss_fn, stream=Stream('union', epochs, batch_size),
                           learning_rate=learning_rate, optimizer='adam', make_aux=make_aux)
@@ -133,12 +131,10 @@ def bad_teacher(*, learning_rate: float = 1e-4,  # official notebook: Adam lr 0.
   def batches(ctx: Context, epoch: int) -> Iterator[dict]:
     """D_f and a seeded `retain_fraction` of D_r (the same subset every epoch), shuffled."""
     _check_forget(ctx)
-    nr = len(ctx.retain.y)
+    nr = len(ctx.retain)
     keep = np.random.default_rng(ctx.seed).choice(nr, int(retain_fraction * nr), replace=False)
-    rows = {'x': np.concatenate([ctx.forget.x, ctx.retain.x[keep]]),
-            'y': np.concatenate([ctx.forget.y, ctx.retain.y[keep]]),
-            'f': np.concatenate([np.ones(len(ctx.forget.y), np.float32),
-                                 np.zeros(len(keep), np.float32)])}
-    yield from ctx.batches_of(rows, batch_size, epoch=epoch)
+    flag = np.concatenate([np.ones(len(ctx.forget), np.float32), np.zeros(len(keep), np.float32)])
+    rows = concat(ctx.forget, ctx.retain.take(keep)).with_arrays(f=flag)
+    yield from ctx.batches_of(rows.arrays(), batch_size, epoch=epoch)
 
-  return inner._replace(batches=batches)
+  return inner._replace(batches=batches, requires=(CLASS_LABELS,))

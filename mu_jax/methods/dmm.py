@@ -43,14 +43,15 @@ import ml_collections
 import numpy as np
 
 from mu_jax import ensembles, sharding
-from mu_jax.data import Split
+from mu_jax.data import Examples, concat
 from mu_jax.data.batching import num_batches
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation.metrics import predict_logits
+from mu_jax.evaluation.metrics import predict_outputs
 from mu_jax.influence import datamodels, trak
 from mu_jax.methods import cache
-from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import GradientState, gradient_method
+from mu_jax.tasks import CLASS_LABELS
 
 LEARNING_RATE = 5e-4     # reference `dm_matching`/`oracle_matching`: learning_rate=5e-4
 EPOCHS = 5               # reference: num_epochs=5
@@ -78,61 +79,61 @@ TARGET_BATCH_SIZE = 1024   # rows per forward pass when computing targets (memor
 
 class MatchState(NamedTuple):
   inner: GradientState
-  x: jax.Array        # [N, ...] fine-tuning rows: D_f, then the retain subset
-  targets: jax.Array  # [N, C] logits to match
+  rows: dict          # {key: [N, ...]} fine-tuning rows: D_f, then the retain subset
+  targets: jax.Array  # [N, C] outputs to match
   losses: jax.Array   # [S] matching loss of every step (zeros before it runs)
 
 
-def matching_loss(spec: ModelSpec, variables, batch, rng):
-  """Mean squared error between logits and targets over real rows (torch mse_loss)."""
+def matching_loss(task, variables, batch, rng):
+  """Mean squared error between outputs and targets 't' over real rows (torch mse_loss)."""
   del rng
-  logits, new_state = spec.apply_fn(variables, batch['x'], True)
-  err = jnp.mean(jnp.square(logits - batch['t']), axis=-1)
+  outputs, new_state = task.apply(variables, batch, True)
+  err = jnp.mean(jnp.square(outputs - batch['t']).reshape(outputs.shape[0], -1), axis=-1)
   loss = jnp.sum(err * batch['w']) / jnp.maximum(jnp.sum(batch['w']), 1.0)
-  return loss, (logits, batch['t'], new_state)
+  return loss, new_state
 
 
 def _retain_take(ctx: Context, retain_multiplier: float) -> int:
   """How many retain rows fine-tune beside D_f: retain_multiplier·|D_f|, at most |D_r|."""
-  return min(int(retain_multiplier * len(ctx.forget.y)), len(ctx.retain.y))
+  return min(int(retain_multiplier * len(ctx.forget)), len(ctx.retain))
 
 
-def finetune_rows(ctx: Context, retain_multiplier: float) -> tuple[np.ndarray, np.ndarray]:
+def finetune_rows(ctx: Context, retain_multiplier: float) -> Examples:
   """D_f plus a seeded random retain subset of retain_multiplier·|D_f| rows."""
-  if len(ctx.forget.y) == 0:
+  if len(ctx.forget) == 0:
     raise MuJaxError('The forget set is empty; select at least one example to forget.')
-  idx = np.random.default_rng(ctx.seed).choice(len(ctx.retain.y),
+  idx = np.random.default_rng(ctx.seed).choice(len(ctx.retain),
                                                _retain_take(ctx, retain_multiplier),
                                                replace=False)
-  return (np.concatenate([ctx.forget.x, ctx.retain.x[idx]]),
-          np.concatenate([ctx.forget.y, ctx.retain.y[idx]]))
+  return concat(ctx.forget, ctx.retain.take(idx))
 
 
-def matching_method(make_targets: Callable[[Context, dict, np.ndarray, np.ndarray], Any], *,
+def matching_method(make_targets: Callable[[Context, dict, Examples], Any], *,
                     learning_rate: float, epochs: int, batch_size: int, optimizer: str,
                     retain_multiplier: float) -> Method:
-  """Fine-tunes toward make_targets(ctx, variables, x, y) -> logits [N, C] by MSE."""
+  """Fine-tunes toward make_targets(ctx, variables, rows) -> outputs [N, C] by MSE."""
   stream = Stream('union', epochs, batch_size)   # epochs and batch size; rows: `batches`
   inner = gradient_method(matching_loss, stream=stream, learning_rate=learning_rate,
                           optimizer=optimizer)
 
   def prepare(ctx: Context, variables: dict) -> MatchState:
-    x, y = finetune_rows(ctx, retain_multiplier)
-    targets = jnp.asarray(make_targets(ctx, variables, x, y), jnp.float32)
-    rows = sharding.replicate((jnp.asarray(x), targets), ctx.mesh)
-    steps = epochs * num_batches(len(y), batch_size)
-    return MatchState(inner.prepare(ctx, variables), *rows, jnp.zeros(steps, jnp.float32))
+    rows = finetune_rows(ctx, retain_multiplier)
+    targets = jnp.asarray(make_targets(ctx, variables, rows), jnp.float32)
+    placed = sharding.replicate((rows.arrays(), targets), ctx.mesh)
+    steps = epochs * num_batches(len(rows), batch_size)
+    return MatchState(inner.prepare(ctx, variables), *placed, jnp.zeros(steps, jnp.float32))
 
   def batches(ctx: Context, epoch: int) -> Iterator[dict]:
     """Shuffled, padded indices into the state's fine-tuning rows."""
-    n = len(ctx.forget.y) + _retain_take(ctx, retain_multiplier)
+    n = len(ctx.forget) + _retain_take(ctx, retain_multiplier)
     yield from ctx.batches_of({'i': np.arange(n, dtype=np.int32)}, batch_size, epoch=epoch)
 
-  def update(spec: ModelSpec, state: MatchState, batch):
-    rows = {'x': state.x[batch['i']], 't': state.targets[batch['i']], 'w': batch['w']}
-    inner_state, stats = inner.update(spec, state.inner, rows)
+  def update(task, state: MatchState, batch):
+    rows = {**jax.tree.map(lambda a: a[batch['i']], state.rows),
+            't': state.targets[batch['i']], 'w': batch['w']}
+    inner_state, stats = inner.update(task, state.inner, rows)
     losses = state.losses.at[state.inner.step].set(stats['loss'])
-    return MatchState(inner_state, state.x, state.targets, losses), stats
+    return MatchState(inner_state, state.rows, state.targets, losses), stats
 
   def report(state: MatchState) -> dict:
     per_epoch = state.losses.reshape(epochs, -1).mean(axis=1)
@@ -148,12 +149,10 @@ def _recipe(optimizer: str, learning_rate: float, batch_size: int, epochs: int):
       schedule='constant', batch_size=batch_size, epochs=epochs))
 
 
-def _ensemble(ctx: Context, variables: dict, data: Split, masks: np.ndarray,
-              recipe) -> dict:
-  """Fresh members (Flax default initializers) trained on data[masks[m]]."""
-  model = ensembles.flax_default_model(ctx.spec.apply_fn, jax.device_get(variables))
+def _ensemble(ctx: Context, data: Examples, masks: np.ndarray, recipe) -> dict:
+  """Fresh members (the task's init) trained on data[masks[m]]."""
   seeds = [ctx.seed * 1000 + 1 + m for m in range(len(masks))]
-  return ensembles.train_ensemble(model, recipe, data, seeds=seeds, masks=masks,
+  return ensembles.train_ensemble(ctx.task, recipe, data, seeds=seeds, masks=masks,
                                   mesh=ctx.mesh)
 
 
@@ -162,7 +161,7 @@ class Attribution(NamedTuple):
   tangents: Any    # stacked parameter tangents: Σ_{j∈D_f} β_j(x) by one JVP each
 
 
-def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
+def forget_attribution(ctx: Context, *, num_models: int,
                        subset_fraction: float, proj_dim: int, lam: float,
                        chunk_size: int, recipe) -> Attribution:
   """TRAK on an ensemble trained on random subsets of D, summed over D_f.
@@ -171,8 +170,9 @@ def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
   in canonical row order and both are cached under `ctx.cache_dir`.
   """
   union = ctx.arrays('union')
-  order = cache.canonical_order(union['x'], union['y'])
-  data = Split(union['x'][order], union['y'][order])
+  data = Examples({k: union[k] for k in ctx.task.keys})
+  order = cache.canonical_order(data.arrays())
+  data = data.take(order)
   forget_rows = np.flatnonzero(union['f'][order] > 0)
   proj = trak.Projection(dim=proj_dim, seed=ctx.seed)
   path = None
@@ -185,49 +185,48 @@ def forget_attribution(ctx: Context, variables: dict, *, num_models: int,
     members = sharding.replicate(saved['members'], ctx.mesh)
     state = trak.TrakState(**{k: jnp.asarray(v) for k, v in saved['trak'].items()})
   else:
-    masks = ensembles.subset_masks(len(data.y), num_models, subset_fraction, ctx.seed)
-    members = _ensemble(ctx, variables, data, masks, recipe)
-    state = trak.fit(ctx.spec.apply_fn, members, data.x, data.y, lam=lam, proj=proj,
+    masks = ensembles.subset_masks(len(data), num_models, subset_fraction, ctx.seed)
+    members = _ensemble(ctx, data, masks, recipe)
+    state = trak.fit(ctx.task, members, data, lam=lam, proj=proj,
                      chunk_size=chunk_size, mesh=ctx.mesh)
     if path:
       cache.save(path, {'members': members, 'trak': state._asdict()})
   return Attribution(members, trak.removal_tangents(state, forget_rows, members, proj))
 
 
-def datamodel_removal(ctx: Context, variables: dict, x: np.ndarray, *, num_models: int,
+def datamodel_removal(ctx: Context, rows: Examples, *, num_models: int,
                       subset_fraction: float, regression: str, reg: float,
                       recipe) -> np.ndarray:
-  """Σ_{j∈D_f} β_j(x) [N, C]: datamodels of every logit at x, fit on subsets of D."""
+  """Σ_{j∈D_f} β_j(x) [N, C]: datamodels of every output at the rows, fit on subsets of D."""
   union = ctx.arrays('union')   # D_f first: columns :|D_f| of β are the forget rows
-  model = ensembles.flax_default_model(ctx.spec.apply_fn, jax.device_get(variables))
-  dm = datamodels.estimate(model, recipe, Split(union['x'], union['y']),
-                           Split(x, np.zeros(len(x), np.int32)), num_models=num_models,
+  dm = datamodels.estimate(ctx.task, recipe, Examples({k: union[k] for k in ctx.task.keys}),
+                           rows, num_models=num_models,
                            fraction=subset_fraction, output='logits', regression=regression,
                            reg=reg, seed=ctx.seed, mesh=ctx.mesh)
-  return dm.beta[:, :, :len(ctx.forget.y)].sum(-1)
+  return dm.beta[:, :, :len(ctx.forget)].sum(-1)
 
 
-def predicted_oracle_logits(apply_fn, variables, attribution: Attribution, x,
+def predicted_oracle_logits(task, variables, attribution: Attribution, batch,
                             multiplier: float = 1.0) -> jax.Array:
   """f̂(x) = f(x) − multiplier · Σ_{j∈D_f} β_j(x), eval mode."""
-  logits, _ = apply_fn(variables, x, False)
-  removed = trak.directional_outputs(apply_fn, attribution.members, attribution.tangents, x)
+  logits, _ = task.apply(variables, batch, False)
+  removed = trak.directional_outputs(task, attribution.members, attribution.tangents, batch)
   return logits - multiplier * removed
 
 
-def predicted_oracle_apply(apply_fn, multiplier: float) -> Callable:
-  """f̂ as a model: apply(variables {'model', 'members', 'tangents'}, x, train)."""
-  def apply(variables, x, train):
+def predicted_oracle_apply(task, multiplier: float) -> Callable:
+  """f̂ as a forward pass: forward(variables {'model', 'members', 'tangents'}, batch, train)."""
+  def forward(variables, batch, train):
     del train
     attribution = Attribution(variables['members'], variables['tangents'])
-    return predicted_oracle_logits(apply_fn, variables['model'], attribution, x,
+    return predicted_oracle_logits(task, variables['model'], attribution, batch,
                                    multiplier), {}
-  return apply
+  return forward
 
 
-def _targets(ctx: Context, apply_fn, variables, x: np.ndarray) -> np.ndarray:
-  """Eval-mode outputs of `apply_fn` on the fine-tuning rows, in sharded batches."""
-  return predict_logits(apply_fn, variables, x, batch_size=TARGET_BATCH_SIZE, mesh=ctx.mesh)
+def _targets(ctx: Context, task, variables, rows: Examples) -> np.ndarray:
+  """Eval-mode outputs of `task` on the fine-tuning rows, in sharded batches."""
+  return predict_outputs(task, variables, rows, batch_size=TARGET_BATCH_SIZE, mesh=ctx.mesh)
 
 
 def _attribution_kwargs(num_models, subset_fraction, proj_dim, lam, chunk_size,
@@ -272,21 +271,21 @@ def dmm(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
                                ensemble_optimizer, ensemble_learning_rate,
                                ensemble_batch_size, ensemble_epochs)
 
-  def make_targets(ctx, variables, x, y):
-    del y
+  def make_targets(ctx, variables, rows):
     if not datamodel:
-      attribution = forget_attribution(ctx, variables, **kwargs)
-      return _targets(ctx, predicted_oracle_apply(ctx.spec.apply_fn, multiplier),
-                      {'model': variables, **attribution._asdict()}, x)
-    removed = datamodel_removal(ctx, variables, x, num_models=num_models,
+      attribution = forget_attribution(ctx, **kwargs)
+      return _targets(ctx, ctx.task.with_forward(predicted_oracle_apply(ctx.task, multiplier)),
+                      {'model': variables, **attribution._asdict()}, rows)
+    removed = datamodel_removal(ctx, rows, num_models=num_models,
                                 subset_fraction=subset_fraction,
                                 regression=datamodel_regression, reg=datamodel_reg,
                                 recipe=kwargs['recipe'])
-    return _targets(ctx, ctx.spec.apply_fn, variables, x) - multiplier * removed
+    return _targets(ctx, ctx.task, variables, rows) - multiplier * removed
 
-  return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
-                         batch_size=batch_size, optimizer=optimizer,
-                         retain_multiplier=retain_multiplier)
+  method = matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
+                           batch_size=batch_size, optimizer=optimizer,
+                           retain_multiplier=retain_multiplier)
+  return method if datamodel else method._replace(requires=(CLASS_LABELS,))
 
 
 def oracle_matching(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
@@ -301,13 +300,12 @@ def oracle_matching(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
   recipe = _recipe(ensemble_optimizer, ensemble_learning_rate, ensemble_batch_size,
                    ensemble_epochs)
 
-  def make_targets(ctx, variables, x, y):
-    del y
-    oracles = _ensemble(ctx, variables, ctx.retain,
-                        np.ones((num_models, len(ctx.retain.y)), bool), recipe)
-    mean = lambda v, rows, train: (jnp.mean(ensembles.ensemble_apply(
-        ctx.spec.apply_fn, v, rows), 0), {})
-    return _targets(ctx, mean, oracles, x)
+  def make_targets(ctx, variables, rows):
+    del variables
+    oracles = _ensemble(ctx, ctx.retain, np.ones((num_models, len(ctx.retain)), bool), recipe)
+    mean = lambda v, batch, train: (jnp.mean(ensembles.ensemble_apply(ctx.task, v, batch), 0),
+                                    {})
+    return _targets(ctx, ctx.task.with_forward(mean), oracles, rows)
 
   return matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer,
@@ -327,13 +325,14 @@ def dm_direct(*, multiplier: float = 1.0,   # reference `dm_direct`: multiplier=
                                ensemble_batch_size, ensemble_epochs)
 
   def prepare(ctx, variables):
-    attribution = forget_attribution(ctx, variables, **kwargs)
+    attribution = forget_attribution(ctx, **kwargs)
     return {'model': variables, 'members': attribution.members,
             'tangents': attribution.tangents}
 
-  def update(spec, state, batch):
-    del spec, batch
+  def update(task, state, batch):
+    del task, batch
     return state, {'loss': jnp.zeros(())}
 
   return Method(prepare, update, lambda s: s, Stream('none'),
-                make_apply=lambda spec: predicted_oracle_apply(spec.apply_fn, multiplier))
+                make_apply=lambda task: predicted_oracle_apply(task, multiplier),
+                requires=(CLASS_LABELS,))

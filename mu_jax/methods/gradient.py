@@ -1,5 +1,9 @@
 """The shared core of gradient-based unlearning: a loss, an optimizer, a stream.
 
+A loss is `loss_fn(task, variables, batch, rng) -> (loss, new_model_state)`,
+written on the task's forward pass and per-example loss (`Task.apply`,
+`Task.mean_loss`), so one loss serves every task.
+
 An optional trainable mask (a pytree of booleans like the params) freezes
 weights twice over: their gradients are zeroed before the optimizer, and after
 it every frozen weight is re-projected onto its previous value, so momentum or
@@ -27,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.models import merge_variables, split_variables
 from mu_jax.optim import make_optimizer
+from mu_jax.tasks import Task
 
-# loss_fn(spec, variables, batch, rng[, LossContext]) -> (loss, (logits, labels, new_model_state))
-LossFn = Callable[..., tuple[jax.Array, tuple]]
+# loss_fn(task, variables, batch, rng[, LossContext]) -> (loss, new_model_state)
+LossFn = Callable[..., tuple[jax.Array, dict]]
 
 
 class GradientState(NamedTuple):
@@ -111,14 +116,14 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
     return GradientState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params),
                          mask, jax.random.PRNGKey(ctx.seed), aux)
 
-  def update(spec: ModelSpec, state: GradientState, batch):
+  def update(task: Task, state: GradientState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     extra = (LossContext(state.step, state.aux),) if make_aux else ()
 
     def objective(params):
-      return loss_fn(spec, merge_variables(params, state.model_state), batch, rng, *extra)
+      return loss_fn(task, merge_variables(params, state.model_state), batch, rng, *extra)
 
-    (loss, (_, _, new_model_state)), grads = jax.value_and_grad(
+    (loss, new_model_state), grads = jax.value_and_grad(
         objective, has_aux=True)(state.params)
     grads = _masked(grads, state.mask)
     if sam_rho is not None:

@@ -2,7 +2,8 @@
 Machine Unlearning via Influence Approximation").
 
 Unlearning is one Adam step, from a fresh optimizer state, on
-g = ∇L(D_r) − ∇L(D_f), each a full-set mean cross-entropy gradient (the
+g = ∇L(D_r) − ∇L(D_f), each a full-set mean loss gradient (cross-entropy for
+a classifier, the task's loss in general; the
 official `IAU_unlearn.py` back-propagates the mean loss of D_r and minus that
 of D_f, each as one full-set batch, then calls `optimizer.step()` once).
 Here each mean is accumulated over weighted batches, which gives the same
@@ -22,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mu_jax.influence import CrossEntropySum, mean_gradient
-from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+from mu_jax.influence import TaskLossSum, mean_gradient
+from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.models import merge_variables, split_variables
 
 LEARNING_RATE = 1e-3   # official utility/parser.py --lr 0.001, IAU_unlearn.py's Adam
@@ -43,15 +44,15 @@ def iau(*, learning_rate: float = LEARNING_RATE,
 
   def prepare(ctx: Context, variables: dict) -> IAUState:
     params, model_state = split_variables(variables)
-    loss = CrossEntropySum(ctx.spec)
+    loss = TaskLossSum(ctx.task)
     g_r = mean_gradient(loss, params, model_state,
                         ctx.batches('retain', batch_size, shuffle=False))
     g_f = mean_gradient(loss, params, model_state,
                         ctx.batches('forget', batch_size, shuffle=False))
     return IAUState(params, model_state, jax.tree.map(jnp.subtract, g_r, g_f))
 
-  def update(spec: ModelSpec, state: IAUState, batch):
-    del spec, batch
+  def update(task, state: IAUState, batch):
+    del task, batch
     updates, _ = tx.update(state.direction, tx.init(state.params), state.params)
     return state._replace(params=optax.apply_updates(state.params, updates)), {}
 

@@ -1,9 +1,11 @@
 """Negative Preference Optimization (Zhang, Lin, Bai & Mei, COLM 2024,
-arXiv:2404.05868; official code licong-lin/negative-preference-optimization)
-for a classifier.
+arXiv:2404.05868; official code licong-lin/negative-preference-optimization),
+for any task.
 
-With π_θ(y|x) the softmax probability of the true label and π_ref the
-original model's (frozen, eval mode), the forget loss is
+With log π_θ(y|x) = −ℓ_θ(x, y), the task's per-example loss negated (the
+true-class log-probability of a classifier, the summed answer-token
+log-likelihood of a language model), and π_ref the original model's (frozen,
+eval mode), the forget loss is
 
   L_NPO = (2/β) · E_{D_f} log(1 + (π_θ(y|x)/π_ref(y|x))^β),
 
@@ -21,20 +23,14 @@ import jax.numpy as jnp
 from mu_jax import sharding
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import LossContext, gradient_method
-from mu_jax.optim import weighted_cross_entropy
 
 
-def true_class_log_prob(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
-
-
-def npo_loss(logits, ref_logits, labels, weights, beta: float) -> jax.Array:
-  """(2/β)·mean_w log(1 + (π/π_ref)^β) = (2/β)·mean_w softplus(β·log(π/π_ref))."""
-  log_ratio = (true_class_log_prob(logits, labels)
-               - jax.lax.stop_gradient(true_class_log_prob(ref_logits, labels)))
-  losses = 2.0 / beta * jax.nn.softplus(beta * log_ratio)
-  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+def npo_loss(losses, ref_losses, weights, beta: float) -> jax.Array:
+  """(2/β)·mean_w log(1 + (π/π_ref)^β) = (2/β)·mean_w softplus(β·log(π/π_ref)),
+  with log π = −ℓ per example (`losses`, `ref_losses` [N])."""
+  log_ratio = jax.lax.stop_gradient(ref_losses) - losses
+  per_row = 2.0 / beta * jax.nn.softplus(beta * log_ratio)
+  return jnp.sum(per_row * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def npo(*, learning_rate: float = 1e-5,  # official config/forget.yaml: lr 1e-5
@@ -50,20 +46,22 @@ def npo(*, learning_rate: float = 1e-5,  # official config/forget.yaml: lr 1e-5
   def make_aux(ctx: Context, variables: dict) -> dict:
     aux = {'ref': variables}
     if retain_weight:
-      aux.update(retain_x=ctx.retain.x, retain_y=ctx.retain.y)
+      aux['retain'] = ctx.retain.arrays()
     return sharding.replicate(aux, ctx.mesh)
 
-  def loss_fn(spec, variables, batch, rng, extra: LossContext):
-    logits, model_state = spec.apply_fn(variables, batch['x'], True)
-    ref_logits, _ = spec.apply_fn(extra.aux['ref'], batch['x'], False)
-    loss = npo_weight * npo_loss(logits, ref_logits, batch['y'], batch['w'], beta)
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
+    outputs, model_state = task.apply(variables, batch, True)
+    ref_outputs, _ = task.apply(extra.aux['ref'], batch, False)
+    loss = npo_weight * npo_loss(task.losses(outputs, batch), task.losses(ref_outputs, batch),
+                                 batch['w'], beta)
     if retain_weight:
-      rows = jax.random.randint(rng, batch['y'].shape, 0, extra.aux['retain_y'].shape[0])
-      retain_logits, model_state = spec.apply_fn(
-          {**variables, **model_state}, extra.aux['retain_x'][rows], True)
-      loss = loss + retain_weight * weighted_cross_entropy(
-          retain_logits, extra.aux['retain_y'][rows], batch['w'])
-    return loss, (logits, batch['y'], model_state)
+      retain = extra.aux['retain']
+      n = batch['w'].shape[0]
+      rows = jax.random.randint(rng, (n,), 0, jax.tree.leaves(retain)[0].shape[0])
+      retain_batch = jax.tree.map(lambda a: a[rows], retain)
+      retain_outputs, model_state = task.apply({**variables, **model_state}, retain_batch, True)
+      loss = loss + retain_weight * task.mean_loss(retain_outputs, retain_batch, batch['w'])
+    return loss, model_state
 
   return gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
                          learning_rate=learning_rate, optimizer=optimizer,

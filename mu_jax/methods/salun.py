@@ -1,7 +1,7 @@
 """SalUn: saliency unlearning (Fan et al., ICLR 2024, arXiv:2310.12508).
 
 Weight saliency is |∇_θ ℓ_f(θ_o)|, the magnitude of the forget-set
-cross-entropy gradient at the original model (eval mode, as the official
+loss gradient (the task's loss: cross-entropy for a classifier) at the original model (eval mode, as the official
 `generate_mask.py`); the mask keeps the globally top `keep` fraction of all
 parameters, exactly ⌊keep·n⌋ of them (ties go to the earlier parameter). Only
 those weights are then trained by random-label unlearning: cross-entropy on
@@ -23,11 +23,12 @@ import numpy as np
 
 from mu_jax import sharding
 from mu_jax.errors import MuJaxError
-from mu_jax.influence import CrossEntropySum, mean_gradient
+from mu_jax.influence import TaskLossSum, mean_gradient
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.baselines import BATCH_SIZE, MOMENTUM, WEIGHT_DECAY, random_label_loss
 from mu_jax.methods.gradient import gradient_method
 from mu_jax.models import split_variables
+from mu_jax.tasks import CLASS_LABELS
 
 
 def _check_keep(keep: float) -> None:
@@ -50,7 +51,7 @@ def top_fraction_mask(scores, keep: float):
 def saliency(ctx: Context, variables: dict, batch_size: int):
   """|∇_θ mean CE over D_f| at `variables`, eval mode."""
   params, model_state = split_variables(variables)
-  grads = mean_gradient(CrossEntropySum(ctx.spec), params, model_state,
+  grads = mean_gradient(TaskLossSum(ctx.task), params, model_state,
                         ctx.batches('forget', batch_size, shuffle=False))
   return jax.tree.map(jnp.abs, grads)
 
@@ -69,4 +70,5 @@ def salun(*, learning_rate: float = 0.013,  # SalUn Classification/README (CIFAR
 
   return gradient_method(random_label_loss, stream=Stream('union', epochs, batch_size),
                          learning_rate=learning_rate, momentum=momentum,
-                         weight_decay=weight_decay, make_mask=make_mask)
+                         weight_decay=weight_decay,
+                         make_mask=make_mask)._replace(requires=(CLASS_LABELS,))

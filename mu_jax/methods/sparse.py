@@ -34,10 +34,10 @@ def l1_sparse(*, learning_rate: float = 0.01,  # Unlearn-Sparse README (ℓ1-spa
 
   def make_aux(ctx: Context, variables: dict) -> jax.Array:
     del variables
-    return jnp.asarray(num_batches(len(ctx.retain.y), batch_size), jnp.int32)
+    return jnp.asarray(num_batches(len(ctx.retain), batch_size), jnp.int32)
 
-  def loss_fn(spec, variables, batch, rng, extra: LossContext):
-    ce, aux = fine_tune_loss(spec, variables, batch, rng)
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
+    ce, aux = fine_tune_loss(task, variables, batch, rng)
     coefficient = l1_coefficient(alpha, extra.step // extra.aux, epochs)
     return ce + coefficient * l1_norm(variables['params']), aux
 

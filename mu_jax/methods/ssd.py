@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax import sharding
-from mu_jax.data import Split
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
 from mu_jax.methods import cache
-from mu_jax.methods.base import Context, Method, ModelSpec, Stream
+from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.models import merge_variables, split_variables
+from mu_jax.tasks import CLASS_LABELS, requires
 
 SELECTION_WEIGHTING = 10.0   # α: official ResNet18 runs, forget_*_main.py selection_weighting 10
 DAMPENING_CONSTANT = 1.0     # λ: official ResNet18 runs, forget_*_main.py dampening_constant 1
@@ -83,7 +83,7 @@ def importance_d(ctx: Context, variables: dict, estimator: str, batch_size: int)
     cached = cache.load(path)
     if cached is not None and cache.same_shapes(cached, variables['params']):
       return sharding.replicate(cached, ctx.mesh)
-  result = fisher.importance(estimator, ctx.spec, variables, ctx, 'union', batch_size)
+  result = fisher.importance(estimator, ctx.task, variables, ctx, 'union', batch_size)
   if path:
     cache.save(path, result)
   return result
@@ -114,12 +114,12 @@ def ssd(*, selection_weighting: float = SELECTION_WEIGHTING,
   def prepare(ctx: Context, variables: dict) -> SSDState:
     params, model_state = split_variables(variables)
     i_d = importance_d(ctx, variables, estimator, batch_size)
-    i_f = fisher.importance(estimator, ctx.spec, variables, ctx, 'forget', batch_size)
+    i_f = fisher.importance(estimator, ctx.task, variables, ctx, 'forget', batch_size)
     return SSDState(params, model_state, i_d, i_f, eligible_leaves(params, layers),
                     jnp.zeros((), jnp.int32))
 
-  def update(spec: ModelSpec, state: SSDState, batch):
-    del spec, batch
+  def update(task, state: SSDState, batch):
+    del task, batch
     params, selected = dampen(state.params, state.importance_d, state.importance_f,
                               state.eligible, alpha=selection_weighting,
                               dampening=dampening_constant)
@@ -142,16 +142,16 @@ class AlphaSelection(NamedTuple):
 
 
 @jax.jit(static_argnums=0)
-def _correct(spec: ModelSpec, variables, batch) -> jax.Array:
-  logits, _ = spec.apply_fn(variables, batch['x'], False)
-  return jnp.sum(batch['w'] * (jnp.argmax(logits, -1) == batch['y']))
+def _correct(task, variables, batch) -> jax.Array:
+  outputs, _ = task.apply(variables, batch, False)
+  return jnp.sum(batch['w'] * task.statistics(outputs, batch)['correct'])
 
 
 def _accuracy(ctx: Context, variables, source: str, batch_size: int) -> float:
   """Percent accuracy (eval mode) on `source`, summed on device."""
-  correct = sum(_correct(ctx.spec, variables, b)
+  correct = sum(_correct(ctx.task, variables, b)
                 for b in ctx.batches(source, batch_size, shuffle=False))
-  n = len(ctx.arrays(source)['y'])
+  n = len(next(iter(ctx.arrays(source).values())))
   return 100.0 * float(correct) / n
 
 
@@ -184,7 +184,8 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   The held-out rows were never seen by the selection, so (a) measures whether
   the dampening generalises over D_f rather than fitting the rows it saw.
   """
-  n = len(ctx.forget.y)
+  requires(ctx.task, 'select_alpha', CLASS_LABELS)
+  n = len(ctx.forget)
   n_out = round(holdout_fraction * n)
   if n > batch_size:
     n_out = batch_size * max(round(n_out / batch_size), 1)
@@ -193,12 +194,12 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
     raise MuJaxError(f'select_alpha needs at least 2 forget examples (got {n}) and '
                      f'0 < holdout_fraction < 1 (got {holdout_fraction}); change them.')
   order = np.random.default_rng(ctx.seed).permutation(n)
-  held_out = Split(ctx.forget.x[order[:n_out]], ctx.forget.y[order[:n_out]])
-  fit = Split(ctx.forget.x[order[n_out:]], ctx.forget.y[order[n_out:]])
+  held_out = ctx.forget.take(order[:n_out])
+  fit = ctx.forget.take(order[n_out:])
   variables = sharding.replicate(variables, ctx.mesh)
   params, model_state = split_variables(variables)
   i_d = importance_d(ctx, variables, estimator, batch_size)
-  i_f = fisher.importance(estimator, ctx.spec, variables, ctx._replace(forget=fit),
+  i_f = fisher.importance(estimator, ctx.task, variables, ctx._replace(forget=fit),
                           'forget', batch_size)
   eligible = eligible_leaves(params, layers)
   floor = _accuracy(ctx, variables, 'retain', batch_size) - retain_tolerance

@@ -1,10 +1,12 @@
-"""Flax classifiers by name, each as a `Model` of pure functions.
+"""Flax models by name, each as a `Model` of pure functions.
 
-Every model is a `Classifier`: a backbone that maps NHWC float32 images to
-features [N, D], and one Dense layer named 'head' that maps them to logits.
-So `variables['params']['head']` is always the last layer, and
+Every model is a `Network`: a backbone that maps float32 inputs (NHWC
+images, or feature rows) to features [N, D], and one Dense layer named 'head'
+that maps them to the outputs (a classifier's logits, a regressor's
+predictions). So `variables['params']['head']` is always the last layer, and
 `variables['params']['backbone']` everything before it, which the
 frozen-backbone methods (analytic heads, last-layer fine-tuning) rely on.
+What the outputs mean is the task's business (`mu_jax.tasks`).
 """
 from typing import Any, Callable, NamedTuple
 
@@ -21,10 +23,10 @@ Variables = dict[str, Any]
 
 
 class Model(NamedTuple):
-  """A classifier as pure functions over a variables pytree.
+  """A network as pure functions over a variables pytree.
 
   init(rng, sample_x) -> variables {'params': ..., ['batch_stats': ...]}.
-  apply(variables, x, train) -> (float32 logits [N, C], new_model_state):
+  apply(variables, x, train) -> (float32 outputs [N, C], new_model_state):
     new_model_state is {'batch_stats': ...} for a model with BatchNorm when
     train is True, else {}.
   penultimate(variables, x) -> eval-mode float32 features [N, D], the input
@@ -49,13 +51,13 @@ def vmap_is_slow(tree, stacked: bool = False) -> bool:
           any(leaf.ndim >= rank for leaf in jax.tree.leaves(tree)))
 
 
-class Classifier(nn.Module):
-  """A backbone (x, train) -> features, then a float32 Dense 'head'."""
+class Network(nn.Module):
+  """A backbone (x, train) -> features, then a float32 Dense 'head' of `outputs` units."""
   backbone: nn.Module
-  num_classes: int
+  outputs: int
 
   def setup(self):
-    self.head = nn.Dense(self.num_classes)
+    self.head = nn.Dense(self.outputs)
 
   def features(self, x: jax.Array, train: bool) -> jax.Array:
     return self.backbone(x, train).astype(jnp.float32)
@@ -64,8 +66,8 @@ class Classifier(nn.Module):
     return self.head(self.features(x, train))
 
 
-def as_model(name: str, module: Classifier) -> Model:
-  """Wraps a Classifier into the pure init/apply/penultimate functions.
+def as_model(name: str, module: Network) -> Model:
+  """Wraps a Network into the pure init/apply/penultimate functions.
 
   None is jitted here: callers jit (or vmap) the step that uses them, and
   eager calls reuse JAX's per-operation caches across model instances.
@@ -82,31 +84,31 @@ def as_model(name: str, module: Classifier) -> Model:
     return logits, dict(state)
 
   def penultimate(variables, x):
-    return module.apply(variables, x, False, method=Classifier.features)
+    return module.apply(variables, x, False, method=Network.features)
 
   return Model(name, init, apply, penultimate)
 
 
 @MODELS.register('mlp')
-def _mlp(num_classes: int, hidden: tuple[int, ...] = (256, 256)) -> Model:
-  return as_model('mlp', Classifier(mlp.MLP(tuple(hidden)), num_classes))
+def _mlp(outputs: int, hidden: tuple[int, ...] = (256, 256)) -> Model:
+  return as_model('mlp', Network(mlp.MLP(tuple(hidden)), outputs))
 
 
 @MODELS.register('cnn')
-def _cnn(num_classes: int) -> Model:
-  return as_model('cnn', Classifier(cnn.CNN(), num_classes))
+def _cnn(outputs: int) -> Model:
+  return as_model('cnn', Network(cnn.CNN(), outputs))
 
 
 @MODELS.register('resnet18')
-def _resnet18(num_classes: int, width: int = 64,
+def _resnet18(outputs: int, width: int = 64,
               dtype: Any = jnp.float32) -> Model:
   backbone = resnet.ResNet18(width=width, dtype=jnp.dtype(dtype))
-  return as_model('resnet18', Classifier(backbone, num_classes))
+  return as_model('resnet18', Network(backbone, outputs))
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> Model:
-  """The registered model `name`; an unknown name lists the valid ones."""
-  return MODELS.get(name)(num_classes=num_classes, **kwargs)
+def create_model(name: str, outputs: int, **kwargs) -> Model:
+  """The registered model `name` with `outputs` head units; an unknown name lists the valid ones."""
+  return MODELS.get(name)(outputs=outputs, **kwargs)
 
 
 def split_variables(variables: Variables) -> tuple[Any, Variables]:

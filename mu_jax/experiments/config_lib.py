@@ -18,6 +18,7 @@ from mu_jax.methods import METHODS, method_defaults
 ARG_KEYS = {
     'method': 'method', 'methods': 'methods', 'forget': 'forget', 'seed': 'seed',
     'mesh': 'mesh', 'smoke': 'smoke', 'data_dir': 'data.data_dir', 'source': 'data.source',
+    'task': 'task',
     'epochs': 'train.epochs', 'gradient_restriction': 'train.gradient_restriction',
 }
 
@@ -29,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.smoke = False
   c.mesh = ''                      # '' = every device on the 'data' axis
   c.forget = 'class:0'
+  c.task = 'classification'        # mu_jax.tasks.TASKS: classification, regression
   c.method = 'ft'                  # experiments/unlearn.py
   c.methods = 'ft,ga,rl'           # experiments/benchmark.py, in table order
   c.data = ml_collections.ConfigDict(dict(

@@ -41,16 +41,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mu_jax import checkpoint, config_lib, ensembles, settings, sharding
-from mu_jax.data import Dataset, Split, load_dataset, save_indices, select_forget
+from mu_jax import checkpoint, ensembles, sharding
+from mu_jax.experiments import config_lib, plots, scenarios
+from mu_jax.data import Dataset, Examples, load_dataset, save_indices, select_forget
 from mu_jax.errors import MuJaxError, NonFiniteError
-from mu_jax.evaluation import challenge, klom, plots, relearn, ulira, worst_case
+from mu_jax.evaluation import challenge, klom, relearn, ulira, worst_case
 from mu_jax.evaluation.entropy_mia import entropy_mia
 from mu_jax.evaluation.margins import Outputs, ensemble_outputs
 from mu_jax.evaluation.mia import mia_efficacy
-from mu_jax.evaluation.report import atomic_write
-from mu_jax.methods import METHODS, Context, ModelSpec, create_method
-from mu_jax.train import build_model, model_recipe, request_slug
+from mu_jax.experiments.results import atomic_write
+from mu_jax.methods import METHODS, Context, create_method
+from mu_jax.tasks import CLASS_LABELS, requires
+from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 
 SETTINGS = ('standard', 'worst_case', 'sequential', 'corrective')
 DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
@@ -61,17 +63,17 @@ COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f 
 
 class Request(NamedTuple):
   """One unlearning request: the splits every population is scored on."""
-  forget: Split
-  retain: Split
-  val: Split | None
-  test: Split
-  attack: Split | None = None   # corrective: the attack's split (accuracy = ASR)
+  forget: Examples
+  retain: Examples
+  val: Examples | None
+  test: Examples
+  attack: Examples | None = None   # corrective: the attack's split (accuracy = ASR)
 
 
 class Population(NamedTuple):
   """N models and their outputs on a request's splits."""
   variables: dict
-  apply_fn: Any
+  task: Any                     # evaluates the variables (mu_jax.tasks.Task)
   outputs: dict[str, Outputs]   # split name -> per-member outputs
 
 
@@ -98,8 +100,8 @@ def default_config() -> ml_collections.ConfigDict:
       corrective=dict(kind='badnet',
                       fraction=0.04,     # reference: 2,000 of CIFAR-10's 50,000 rows manipulated
                       identified=0.25,   # reference: deletion sets of 500 of those 2,000
-                      target=settings.TARGET_CLASS, classes=settings.SWAP_CLASSES,
-                      patch_size=settings.PATCH_SIZE),
+                      target=scenarios.TARGET_CLASS, classes=scenarios.SWAP_CLASSES,
+                      patch_size=scenarios.PATCH_SIZE),
       worst_case=dict(fraction=0.1,      # official README: 4,500 of CIFAR-10's 45,000 rows
                       select_epochs=worst_case.SELECT_EPOCHS,
                       unlearn_steps=worst_case.UNLEARN_STEPS, theta_lr=worst_case.THETA_LR,
@@ -145,11 +147,10 @@ def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collection
 
 # ---- data and ensembles ------------------------------------------------------
 
-def _subset(split: Split, size: int, seed: int) -> Split:
-  if not size or size >= len(split.y):
+def _subset(split: Examples, size: int, seed: int) -> Examples:
+  if not size or size >= len(split):
     return split
-  rows = np.sort(np.random.default_rng(seed).permutation(len(split.y))[:size])
-  return Split(split.x[rows], split.y[rows])
+  return split.take(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
 
 
 def load_data(config) -> Dataset:
@@ -163,11 +164,11 @@ def load_data(config) -> Dataset:
                        test=_subset(data.test, rc.eval_size, config.seed + 2))
 
 
-def _ensemble(config, model, train: Split, seeds, role: str, workdir: str, mesh):
-  payload = dict(model_recipe(config), role=role, seeds=list(seeds), x=train.x, y=train.y)
+def _ensemble(config, task, train: Examples, seeds, role: str, workdir: str, mesh):
+  payload = dict(model_recipe(config), role=role, seeds=list(seeds), **train.arrays())
   directory = os.path.join(workdir, 'models', f'ensemble-{role}-{checkpoint.config_key(payload)}')
   stacked, seconds = ensembles.train_or_load_ensemble(
-      model, config.train, train, seeds=list(seeds), mesh=mesh, directory=directory,
+      task, config.train, train, seeds=list(seeds), mesh=mesh, directory=directory,
       shard_members=config.rigorous.shard_members)
   logging.info('%s ensemble of %d: %.1fs of training (%s)', role, len(seeds), seconds, directory)
   return stacked, seconds
@@ -175,13 +176,13 @@ def _ensemble(config, model, train: Split, seeds, role: str, workdir: str, mesh)
 
 # ---- scoring -----------------------------------------------------------------
 
-def outputs(config, apply_fn, stacked, request: Request, mesh) -> dict[str, Outputs]:
+def outputs(config, task, stacked, request: Request, mesh) -> dict[str, Outputs]:
   splits = {'forget': request.forget, 'retain': request.retain, 'test': request.test}
   if request.val is not None:
     splits['val'] = request.val
   if request.attack is not None:
     splits['attack'] = request.attack
-  return {name: ensemble_outputs(apply_fn, stacked, s, batch_size=config.eval.batch_size,
+  return {name: ensemble_outputs(task, stacked, s, batch_size=config.eval.batch_size,
                                  mesh=mesh) for name, s in splits.items()}
 
 
@@ -242,7 +243,7 @@ class _Relearner:
     self.enabled = rc.max_steps > 0
     self.relearn_set, self.probe = relearn.split_relearn(request.forget, rc.fraction, config.seed)
     batch_size = rc.batch_size or config.train.batch_size
-    self.targets = relearn.probe_accuracy(originals.apply_fn, originals.variables, self.probe,
+    self.targets = relearn.probe_accuracy(originals.task, originals.variables, self.probe,
                                           batch_size=batch_size, mesh=mesh)
     self.kwargs = dict(optimizer=config.train.optimizer, learning_rate=config.train.learning_rate,
                        momentum=config.train.momentum, weight_decay=config.train.weight_decay,
@@ -252,7 +253,7 @@ class _Relearner:
   def __call__(self, pop: Population) -> np.ndarray | None:
     if not self.enabled:
       return None
-    return relearn.relearn_steps(pop.apply_fn, pop.variables, self.relearn_set, self.probe,
+    return relearn.relearn_steps(pop.task, pop.variables, self.relearn_set, self.probe,
                                  self.targets, **self.kwargs)
 
 
@@ -260,9 +261,8 @@ def method_names(config) -> list[str]:
   return [m.strip() for m in config.methods.split(',') if m.strip()]
 
 
-def _context(config, model, num_classes: int, forget: Split, retain: Split, mesh) -> Context:
-  return Context(ModelSpec(model.apply, num_classes, model.penultimate), forget, retain, mesh,
-                 config.seed, cache_dir=None)
+def _context(config, task, forget: Examples, retain: Examples, mesh) -> Context:
+  return Context(task, forget, retain, mesh, config.seed, cache_dir=None)
 
 
 def _unlearn_all(config, ctx: Context, start: Population, request: Request, oracle: Population,
@@ -276,8 +276,8 @@ def _unlearn_all(config, ctx: Context, start: Population, request: Request, orac
       logging.warning('%s', e)
       rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
       continue
-    pop = Population(out.variables, out.apply_fn,
-                     outputs(config, out.apply_fn, out.variables, request, mesh))
+    pop = Population(out.variables, out.task,
+                     outputs(config, out.task, out.variables, request, mesh))
     row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop), seconds=out.seconds)
     row.update({'speed-up': oracle_seconds / out.seconds, 'vmapped': out.vmapped,
                 'steps': out.steps, **{k: _mean(v) for k, v in out.info.items()}})
@@ -290,23 +290,22 @@ def _unlearn_all(config, ctx: Context, start: Population, request: Request, orac
 
 # ---- settings ----------------------------------------------------------------
 
-def _request(data: Dataset, train: Split, forget_idx: np.ndarray,
-             attack: Split | None = None) -> Request:
-  retain_idx = np.setdiff1d(np.arange(len(train.y)), forget_idx)
-  val = data.val if len(data.val.y) else None
-  return Request(Split(train.x[forget_idx], train.y[forget_idx]),
-                 Split(train.x[retain_idx], train.y[retain_idx]), val, data.test, attack)
+def _request(data: Dataset, train: Examples, forget_idx: np.ndarray,
+             attack: Examples | None = None) -> Request:
+  retain_idx = np.setdiff1d(np.arange(len(train)), forget_idx)
+  val = data.val if len(data.val) else None
+  return Request(train.take(forget_idx), train.take(retain_idx), val, data.test, attack)
 
 
-def _standard(config, workdir, data, model, mesh, seeds, ref_seeds, train, forget_idx,
+def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget_idx,
               attack=None, clean_rows=None):
   """Originals, oracles (and reference / clean oracles), every method: rows and details."""
   request = _request(data, train, forget_idx, attack)
-  originals, _ = _ensemble(config, model, train, seeds, 'original', workdir, mesh)
-  oracles, oracle_seconds = _ensemble(config, model, request.retain, seeds, 'oracle', workdir,
+  originals, _ = _ensemble(config, task, train, seeds, 'original', workdir, mesh)
+  oracles, oracle_seconds = _ensemble(config, task, request.retain, seeds, 'oracle', workdir,
                                       mesh)
-  orig = Population(originals, model.apply, outputs(config, model.apply, originals, request, mesh))
-  oracle = Population(oracles, model.apply, outputs(config, model.apply, oracles, request, mesh))
+  orig = Population(originals, task, outputs(config, task, originals, request, mesh))
+  oracle = Population(oracles, task, outputs(config, task, oracles, request, mesh))
   relearner = _Relearner(config, request, orig, mesh)
   rows, details = [], {}
   row, details['original'] = score(config, 'original', orig, oracle,
@@ -317,48 +316,46 @@ def _standard(config, workdir, data, model, mesh, seeds, ref_seeds, train, forge
   if config.rigorous.reference_oracles:
     references.append(('retrain', 'reference-oracle', request.retain))
   if clean_rows is not None:
-    references.append(('retrain (clean)', 'clean-oracle',
-                       Split(train.x[clean_rows], train.y[clean_rows])))
+    references.append(('retrain (clean)', 'clean-oracle', train.take(clean_rows)))
   for name, role, split in references:
-    stacked, seconds = _ensemble(config, model, split, ref_seeds, role, workdir, mesh)
-    pop = Population(stacked, model.apply, outputs(config, model.apply, stacked, request, mesh))
+    stacked, seconds = _ensemble(config, task, split, ref_seeds, role, workdir, mesh)
+    pop = Population(stacked, task, outputs(config, task, stacked, request, mesh))
     row, details[name] = score(config, name, pop, oracle, relearn_steps=relearner(pop),
                                seconds=seconds)
     rows.append(dict(row, **{'speed-up': oracle_seconds / seconds}))
-  ctx = _context(config, model, data.num_classes, request.forget, request.retain, mesh)
+  ctx = _context(config, task, request.forget, request.retain, mesh)
   method_rows, method_details = _unlearn_all(config, ctx, orig, request, oracle, relearner,
                                              mesh, seeds, oracle_seconds)
   return rows + method_rows, {**details, **method_details}, oracle_seconds
 
 
-def _sequential(config, workdir, data, model, mesh, seeds, forget_idx):
+def _sequential(config, workdir, data, task, mesh, seeds, forget_idx):
   """k requests in a row: each method continues from its own previous models."""
   train = data.train
-  requests = settings.sequential_requests(forget_idx, config.rigorous.sequential.requests,
+  requests = scenarios.sequential_requests(forget_idx, config.rigorous.sequential.requests,
                                           config.seed)
-  originals, _ = _ensemble(config, model, train, seeds, 'original', workdir, mesh)
+  originals, _ = _ensemble(config, task, train, seeds, 'original', workdir, mesh)
   current = {name: originals for name in method_names(config)}   # None: stopped
   rows, details, forgotten = [], {}, np.zeros(0, np.int64)
   for k, part in enumerate(requests, 1):
     forgotten = np.union1d(forgotten, part)
     request = _request(data, train, forgotten)
-    oracles, oracle_seconds = _ensemble(config, model, request.retain, seeds, 'oracle', workdir,
+    oracles, oracle_seconds = _ensemble(config, task, request.retain, seeds, 'oracle', workdir,
                                         mesh)
-    oracle = Population(oracles, model.apply, outputs(config, model.apply, oracles, request, mesh))
-    orig = Population(originals, model.apply,
-                      outputs(config, model.apply, originals, request, mesh))
+    oracle = Population(oracles, task, outputs(config, task, oracles, request, mesh))
+    orig = Population(originals, task, outputs(config, task, originals, request, mesh))
     relearner = _Relearner(config, request, orig, mesh)
     row, _ = score(config, 'original', orig, oracle, relearn_steps=relearner(orig),
                    seconds=math.nan)
     rows.append(dict(row, request=k))
-    part_forget = Split(train.x[part], train.y[part])
+    part_forget = train.take(part)
     for name in method_names(config):
       stacked = current[name]
       if stacked is None:
         rows.append({'method': name, 'request': k, 'status': 'stopped', 'error':
                      'diverged earlier or changes the architecture (serves one request only)'})
         continue
-      ctx = _context(config, model, data.num_classes, part_forget, request.retain, mesh)
+      ctx = _context(config, task, part_forget, request.retain, mesh)
       method = create_method(name, **config_lib.method_hparams(config, name))
       try:
         out = ensembles.run_method_ensemble(method, stacked, ctx, seeds=seeds, name=name)
@@ -367,9 +364,9 @@ def _sequential(config, workdir, data, model, mesh, seeds, forget_idx):
         current[name] = None
         continue
       # A method that changes the architecture (ACU's analytic head) serves one request.
-      current[name] = out.variables if out.apply_fn is model.apply else None
-      pop = Population(out.variables, out.apply_fn,
-                       outputs(config, out.apply_fn, out.variables, request, mesh))
+      current[name] = out.variables if out.task is task else None
+      pop = Population(out.variables, out.task,
+                       outputs(config, out.task, out.variables, request, mesh))
       row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop),
                        seconds=out.seconds)
       rows.append(dict(row, request=k, **{'speed-up': oracle_seconds / out.seconds}))
@@ -377,12 +374,12 @@ def _sequential(config, workdir, data, model, mesh, seeds, forget_idx):
   return rows, details
 
 
-def _worst_case_forget(config, workdir, data, model, mesh, seeds) -> np.ndarray:
+def _worst_case_forget(config, workdir, data, task, mesh, seeds) -> np.ndarray:
   wc = config.rigorous.worst_case
-  originals, _ = _ensemble(config, model, data.train, seeds, 'original', workdir, mesh)
-  size = max(1, round(wc.fraction * len(data.train.y)))
+  originals, _ = _ensemble(config, task, data.train, seeds, 'original', workdir, mesh)
+  size = max(1, round(wc.fraction * len(data.train)))
   selection = worst_case.select_worst_case(
-      model.apply, ensembles.member(originals, 0), data.train, size, mesh=mesh, seed=config.seed,
+      task, ensembles.member(originals, 0), data.train, size, mesh=mesh, seed=config.seed,
       select_epochs=wc.select_epochs, unlearn_steps=wc.unlearn_steps, theta_lr=wc.theta_lr,
       w_lr=wc.w_lr, gamma=wc.gamma, batch_size=wc.batch_size)
   moved = len(np.setdiff1d(selection.indices, selection.initial))
@@ -406,45 +403,47 @@ def run_rigorous(config, workdir: str) -> dict:
     create_method(name, **config_lib.method_hparams(config, name))
   mesh = sharding.make_mesh(config.mesh)
   data = load_data(config)
-  model = build_model(config, data.num_classes)
+  task = build_task(config, data)
+  requires(task, 'rigorous evaluation', CLASS_LABELS)
+  num_classes = data.outputs
   seeds = [config.seed + m for m in range(rc.num_models)]
   ref_seeds = [config.seed + rc.num_models + m for m in range(rc.num_models)]
   slug = request_slug(config.forget)
   extra: dict[str, Any] = {}
   oracle_seconds = math.nan
   if rc.setting == 'sequential':
-    forget_idx = select_forget(config.forget, data.train.y, data.num_classes, config.seed)
-    rows, details = _sequential(config, workdir, data, model, mesh, seeds, forget_idx)
+    forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
+    rows, details = _sequential(config, workdir, data, task, mesh, seeds, forget_idx)
   elif rc.setting == 'corrective':
     co = config.rigorous.corrective
-    count = max(1, round(co.fraction * len(data.train.y)))
+    count = max(1, round(co.fraction * len(data.train)))
     if co.kind == 'label_swap':
       count -= count % 2
-    manip = settings.manipulate(data.train, co.kind, count, config.seed,
-                                num_classes=data.num_classes, target=co.target,
+    manip = scenarios.manipulate(data.train, co.kind, count, config.seed,
+                                num_classes=num_classes, target=co.target,
                                 classes=tuple(co.classes), patch_size=co.patch_size)
-    forget_idx = settings.identified(manip.manipulated, co.identified, config.seed)
-    clean_rows = np.setdiff1d(np.arange(len(data.train.y)), manip.manipulated)
-    attack = settings.attack_split(data.test, manip, target=co.target, classes=tuple(co.classes),
+    forget_idx = scenarios.identified(manip.manipulated, co.identified, config.seed)
+    clean_rows = np.setdiff1d(np.arange(len(data.train)), manip.manipulated)
+    attack = scenarios.attack_split(data.test, manip, target=co.target, classes=tuple(co.classes),
                                    patch_size=co.patch_size)
-    rows, details, oracle_seconds = _standard(config, workdir, data, model, mesh, seeds,
+    rows, details, oracle_seconds = _standard(config, workdir, data, task, mesh, seeds,
                                               ref_seeds, manip.train, forget_idx, attack,
                                               clean_rows)
     slug = f'{co.kind}-{co.fraction:g}-identified-{co.identified:g}'
     extra['manipulated'] = int(len(manip.manipulated))
   else:
     if rc.setting == 'worst_case':
-      forget_idx = _worst_case_forget(config, workdir, data, model, mesh, seeds)
+      forget_idx = _worst_case_forget(config, workdir, data, task, mesh, seeds)
       slug = f'worst-{rc.worst_case.fraction:g}'
     else:
-      forget_idx = select_forget(config.forget, data.train.y, data.num_classes, config.seed)
-    rows, details, oracle_seconds = _standard(config, workdir, data, model, mesh, seeds,
+      forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
+    rows, details, oracle_seconds = _standard(config, workdir, data, task, mesh, seeds,
                                               ref_seeds, data.train, forget_idx)
   directory = os.path.join(workdir, 'results', slug,
                            'rigorous' if rc.setting == 'standard' else f'rigorous-{rc.setting}')
   save_indices(os.path.join(directory, 'forget_indices.npy'), forget_idx)
   write_report(config, rows, details, directory, extra=dict(
-      extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train.y)),
+      extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train)),
       oracle_seconds=oracle_seconds, devices=jax.device_count(),
       device_kind=jax.devices()[0].device_kind))
   return {'rows': rows, 'directory': directory, 'details': details, 'request': slug}

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mu_jax.data import Split
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
 
 MANIPULATIONS = ('badnet', 'label_swap')
@@ -52,13 +52,13 @@ def add_patch(x: np.ndarray, value: float, size: int = PATCH_SIZE) -> np.ndarray
 
 
 class Manipulated(NamedTuple):
-  train: Split               # the training set the original model sees
+  train: Examples            # the training set the original model sees
   manipulated: np.ndarray    # sorted indices of the manipulated rows
   kind: str
   patch_value: float         # badnet: the patch's value (the training set's maximum)
 
 
-def manipulate(train: Split, kind: str, count: int, seed: int, *, num_classes: int,
+def manipulate(train: Examples, kind: str, count: int, seed: int, *, num_classes: int,
                target: int = TARGET_CLASS, classes: tuple[int, int] = SWAP_CLASSES,
                patch_size: int = PATCH_SIZE) -> Manipulated:
   """Applies the corrective setting's manipulation to `count` seeded training rows.
@@ -70,7 +70,7 @@ def manipulate(train: Split, kind: str, count: int, seed: int, *, num_classes: i
   if kind not in MANIPULATIONS:
     raise MuJaxError(f'Unknown manipulation {kind!r}; valid: {", ".join(MANIPULATIONS)}.')
   rng = np.random.default_rng(seed)
-  x, y = train.x, train.y.copy()
+  x, y = train['x'], train['y'].copy()
   if kind == 'badnet':
     if not 0 <= target < num_classes:
       raise MuJaxError(f'BadNet target class {target} is not in [0, {num_classes - 1}].')
@@ -83,7 +83,7 @@ def manipulate(train: Split, kind: str, count: int, seed: int, *, num_classes: i
     x = x.copy()
     x[rows] = add_patch(x[rows], value, patch_size)
     y[rows] = target
-    return Manipulated(Split(x, y), rows, kind, value)
+    return Manipulated(Examples(x=x, y=y), rows, kind, value)
   a, b = classes
   if a == b or not (0 <= a < num_classes and 0 <= b < num_classes):
     raise MuJaxError(f'Label swap needs two different classes in [0, {num_classes - 1}], '
@@ -95,7 +95,8 @@ def manipulate(train: Split, kind: str, count: int, seed: int, *, num_classes: i
                      f' rows per class; got {count}.')
   rows_a, rows_b = rng.choice(rows_a, half, replace=False), rng.choice(rows_b, half, replace=False)
   y[rows_a], y[rows_b] = b, a
-  return Manipulated(Split(x, y), np.sort(np.concatenate([rows_a, rows_b])), kind, float('nan'))
+  return Manipulated(Examples(x=x, y=y), np.sort(np.concatenate([rows_a, rows_b])), kind,
+                     float('nan'))
 
 
 def identified(manipulated: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -107,9 +108,9 @@ def identified(manipulated: np.ndarray, fraction: float, seed: int) -> np.ndarra
   return np.sort(np.random.default_rng(seed).choice(manipulated, count, replace=False))
 
 
-def attack_split(test: Split, setting: Manipulated, *, target: int = TARGET_CLASS,
+def attack_split(test: Examples, setting: Manipulated, *, target: int = TARGET_CLASS,
                  classes: tuple[int, int] = SWAP_CLASSES,
-                 patch_size: int = PATCH_SIZE) -> Split:
+                 patch_size: int = PATCH_SIZE) -> Examples:
   """The test rows the attack is measured on, labelled with what the attack wants.
 
   badnet: patched test images of other classes, labelled `target`; label_swap:
@@ -117,9 +118,9 @@ def attack_split(test: Split, setting: Manipulated, *, target: int = TARGET_CLAS
   The attack success rate is the accuracy on this split.
   """
   if setting.kind == 'badnet':
-    rows = test.y != target
-    return Split(add_patch(test.x[rows], setting.patch_value, patch_size),
-                 np.full(int(rows.sum()), target, test.y.dtype))
+    rows = test['y'] != target
+    return Examples(x=add_patch(test['x'][rows], setting.patch_value, patch_size),
+                    y=np.full(int(rows.sum()), target, test['y'].dtype))
   a, b = classes
-  rows = (test.y == a) | (test.y == b)
-  return Split(test.x[rows], np.where(test.y[rows] == a, b, a).astype(test.y.dtype))
+  rows = (test['y'] == a) | (test['y'] == b)
+  return Examples(x=test['x'][rows], y=np.where(test['y'][rows] == a, b, a).astype(test['y'].dtype))
