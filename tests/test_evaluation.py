@@ -6,6 +6,8 @@ import numpy as np
 from absl.testing import absltest
 
 from mu_jax import evaluation
+from mu_jax.experiments import results
+from mu_jax.tasks import Classification
 
 
 class MiaTest(absltest.TestCase):
@@ -40,7 +42,7 @@ class MetricsTest(absltest.TestCase):
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]], np.float32)
     labels = np.array([0, 0, 0])
     self.assertAlmostEqual(evaluation.accuracy(logits, labels), 200 / 3)
-    conf = evaluation.true_class_confidence(logits, labels)
+    conf = Classification(None, (2,), 2).statistics(logits, {'y': labels})['confidence']
     np.testing.assert_allclose(conf[1], 1 / (1 + np.e), rtol=1e-6)
 
   def test_avg_gap_is_mean_absolute_difference(self):
@@ -53,7 +55,7 @@ class MetricsTest(absltest.TestCase):
     directory = self.create_tempdir().full_path
     rows = [{'method': 'ft', 'UA': 1.0, 'RA': 2.0, 'TA': 3.0, 'MIA': 4.0,
              'Avg. Gap': 0.5, 'seconds': 1.5, 'speed-up': 10.0, 'steps': 7}]
-    evaluation.write_results(rows, directory, extra={'forget_size': 3})
+    results.write_results(rows, directory, extra={'forget_size': 3})
     table = open(os.path.join(directory, 'results.md')).read()
     self.assertIn('| ft | 1.00 | 2.00 | 3.00 | 4.00 | 0.50 | 1.50 | 10.00 |', table)
     self.assertEqual(json.load(open(os.path.join(directory, 'results.json')))['forget_size'], 3)

@@ -66,7 +66,7 @@ class BenchmarkTest(parameterized.TestCase):
       ('unknown_method', ['--config=configs/digits_mlp.py:smoke=True,methods=ft+foo'],
        f"Unknown method 'foo'; valid names are: {', '.join(METHODS.names())}."),
       ('unknown_dataset', ['--config=configs/digits_mlp.py:source=mnist'],
-       "Unknown dataset source 'mnist'; valid names are: digits, idx, tfds."),
+       "Unknown dataset source 'mnist'; valid names are: diabetes, digits, friedman, idx, tfds."),
       ('unknown_model', ['--config=configs/digits_mlp.py', '--config.model.name=vgg'],
        "Unknown model 'vgg'; valid names are: cnn, mlp, resnet18."),
       ('misspelled_key', ['--config=configs/digits_mlp.py', '--config.trian.epochs=1'],

@@ -7,6 +7,7 @@ from absl.testing import absltest
 from mu_jax import ensembles, sharding
 from mu_jax.errors import MuJaxError
 from mu_jax.evaluation import challenge, entropy_mia, klom, margins, ulira
+from mu_jax.tasks import classification
 from mu_jax.models import create_model
 from tests import helpers
 from tests.test_train import recipe
@@ -16,16 +17,16 @@ class MarginTest(absltest.TestCase):
 
   def test_closed_form_and_clip(self):
     logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 500.0, 0.0]])
-    phi = margins.margin(logits, jnp.array([0, 1]))
+    phi = classification.margin(logits, jnp.array([0, 1]))
     np.testing.assert_allclose(phi[0], 2.0 - np.log(1.0 + np.exp(-1.0)), rtol=1e-6)
-    self.assertEqual(float(phi[1]), margins.MARGIN_CLIP)
-    np.testing.assert_allclose(jax.jit(margins.margin)(logits, jnp.array([0, 1])), phi)
+    self.assertEqual(float(phi[1]), classification.MARGIN_CLIP)
+    np.testing.assert_allclose(jax.jit(classification.margin, static_argnames='clip')(logits, jnp.array([0, 1])), phi)
 
   def test_margin_is_log_odds_of_the_true_class(self):
     logits = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4))   # [members, rows, classes]
     labels = jnp.array([0, 1, 2, 3, 0])
     p = jax.nn.softmax(logits)[..., np.arange(5), labels]
-    np.testing.assert_allclose(margins.margin(logits, labels), np.log(p / (1 - p)), atol=1e-5)
+    np.testing.assert_allclose(classification.margin(logits, labels), np.log(p / (1 - p)), atol=1e-5)
 
   def test_ensemble_outputs_match_members_on_one_and_eight_devices(self):
     model = create_model('mlp', 3, hidden=(8,))
@@ -36,7 +37,7 @@ class MarginTest(absltest.TestCase):
     for a, b in zip(one, eight):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     logits, _ = model.apply(ensembles.member(stacked, 1), data['x'], False)
-    np.testing.assert_allclose(one.margin[1], margins.margin(logits, data['y']), rtol=1e-5,
+    np.testing.assert_allclose(one.margin[1], classification.margin(logits, data['y']), rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_allclose(one.accuracy()[1],
                                100 * np.mean(np.argmax(logits, -1) == data['y']))
@@ -217,7 +218,7 @@ class EntropyMIATest(absltest.TestCase):
     self.assertEqual(entropy_mia.entropy_mia(retain, test, rng.uniform(0.9, 1.4, 50)), 0.0)
 
   def test_entropy_closed_form(self):
-    np.testing.assert_allclose(margins.entropy(jnp.zeros((1, 4))), [np.log(4)], rtol=1e-6)
+    np.testing.assert_allclose(classification.entropy(jnp.zeros((1, 4))), [np.log(4)], rtol=1e-6)
 
 
 class OracleAgainstItselfTest(absltest.TestCase):

@@ -90,17 +90,17 @@ class WorstCaseTest(absltest.TestCase):
 
   def test_selection_is_valid_deterministic_and_finds_harder_rows(self):
     kwargs = dict(mesh=self.mesh, seed=3, batch_size=32, w_lr=50.0, select_epochs=2)
-    a = worst_case.select_worst_case(self.model.apply, self.variables, self.data, 10, **kwargs)
-    b = worst_case.select_worst_case(self.model.apply, self.variables, self.data, 10, **kwargs)
+    a = worst_case.select_worst_case(helpers.classifier(self.model, self.data), self.variables, self.data, 10, **kwargs)
+    b = worst_case.select_worst_case(helpers.classifier(self.model, self.data), self.variables, self.data, 10, **kwargs)
     np.testing.assert_array_equal(a.indices, b.indices)
     self.assertLen(np.unique(a.indices), 10)
     self.assertTrue(((a.indices >= 0) & (a.indices < 96)).all())
     self.assertFalse(np.array_equal(a.indices, a.initial))
-    losses = worst_case.example_losses(self.model.apply, self.variables, self.data,
+    losses = worst_case.example_losses(helpers.classifier(self.model, self.data), self.variables, self.data,
                                        batch_size=32, mesh=self.mesh)
     self.assertLess(losses[a.indices].mean(), losses[a.initial].mean())
     with self.assertRaisesRegex(MuJaxError, 'choose a size'):
-      worst_case.select_worst_case(self.model.apply, self.variables, self.data, 96,
+      worst_case.select_worst_case(helpers.classifier(self.model, self.data), self.variables, self.data, 96,
                                    mesh=self.mesh)
 
 
@@ -118,15 +118,15 @@ class RelearnTest(absltest.TestCase):
     kwargs = dict(optimizer='sgd', learning_rate=0.1, batch_size=16, mesh=mesh, max_steps=50)
     targets = np.full(2, 100.0)
     np.testing.assert_array_equal(
-        relearn.relearn_steps(model.apply, original, forget, forget, targets, **kwargs), [0, 0])
-    steps = relearn.relearn_steps(model.apply, oracle, forget, forget, targets, **kwargs)
+        relearn.relearn_steps(helpers.classifier(model, data), original, forget, forget, targets, **kwargs), [0, 0])
+    steps = relearn.relearn_steps(helpers.classifier(model, data), oracle, forget, forget, targets, **kwargs)
     self.assertTrue(((steps > 0) & np.isfinite(steps)).all())
     # Members are fine-tuned independently: each equals its own one-member run.
     for m in range(2):
-      alone = relearn.relearn_steps(model.apply, jax.tree.map(lambda l: l[m:m + 1], oracle),
+      alone = relearn.relearn_steps(helpers.classifier(model, data), jax.tree.map(lambda l: l[m:m + 1], oracle),
                                     forget, forget, targets[:1], **kwargs)
       self.assertEqual(alone[0], steps[m])
-    capped = relearn.relearn_steps(model.apply, oracle, forget, forget, targets,
+    capped = relearn.relearn_steps(helpers.classifier(model, data), oracle, forget, forget, targets,
                                    **dict(kwargs, max_steps=1, learning_rate=1e-6))
     np.testing.assert_array_equal(capped, [np.inf, np.inf])
 

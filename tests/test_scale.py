@@ -4,6 +4,7 @@ Complements the per-module 1-vs-8 tests (train step, Fisher on a linear
 model, SSD, IAU, TRAK features, ensembles, ACU) with the convolutional model,
 whole training runs, TRAK scores, the pmap entry point, and trace counters.
 """
+import dataclasses
 import functools
 
 import jax
@@ -66,8 +67,10 @@ class TrainingScaleTest(absltest.TestCase):
     for spec in ('data:1', 'data:8'):
       model = create_model('cnn', 3)
       counter = TraceCounter(model.apply)
+      task = helpers.classifier(model._replace(apply=counter), data)
       with no_implicit_transfers():
-        trained = train_model(model._replace(apply=counter), recipe(epochs=2, batch_size=32), data, seed=0, mesh=sharding.make_mesh(spec))
+        trained = train_model(task, recipe(epochs=2, batch_size=32), data, seed=0,
+                              mesh=sharding.make_mesh(spec))
       self.assertEqual(counter.count, 1)   # 6 steps, one trace
       out.append(sharding.to_host(trained.variables))
     assert_trees_close(out[0], out[1], rtol=1e-4, atol=1e-6)
@@ -93,8 +96,8 @@ class ImportanceScaleTest(parameterized.TestCase):
     out = []
     for spec in ('data:1', 'data:8'):
       variables, ctx = cnn_context(spec)
-      counter = TraceCounter(ctx.task.apply_fn)
-      spec_ = ctx.task._replace(apply_fn=counter)
+      counter = TraceCounter(ctx.task.model.apply)
+      spec_ = dataclasses.replace(ctx.task, model=ctx.task.model._replace(apply=counter))
       with no_implicit_transfers():
         out.append(fisher.importance(kind, spec_, variables, ctx, 'union', 16))
       self.assertEqual(counter.count, 1)   # 5 batches, one trace
@@ -121,14 +124,15 @@ class ImportanceScaleTest(parameterized.TestCase):
     for spec in ('data:1', 'data:2'):
       variables, ctx = cnn_context(spec)
       stacked = jax.tree.map(lambda leaf: leaf[None], variables)
-      run = functools.partial(trak.features, ctx.task.apply_fn, stacked, ctx.forget['x'][:12],
-                              ctx.forget['y'][:12], proj=trak.Projection(dim=16), chunk_size=8,
-                              mesh=ctx.mesh)
+      run = functools.partial(trak.features, ctx.task, stacked, ctx.forget.take(slice(0, 12)),
+                              proj=trak.Projection(dim=16), chunk_size=8, mesh=ctx.mesh)
       out += [run(rowwise=True), run(rowwise=False)]
     # Regression: XLA's automatic partitioning of the vmapped rows once returned
     # wrong features for the second device's rows.
+    # Tolerance: float32 summation order, relative to the features' scale (~10).
+    scale = float(np.abs(out[0][0]).max())
     for other in out[1:]:
-      assert_trees_close(out[0], other, rtol=1e-4, atol=1e-6)
+      assert_trees_close(out[0], other, rtol=1e-4, atol=1e-6 * scale)
 
   @parameterized.parameters('batch', 'per_example')   # label_free shares batch's path
   def test_pmap_entry_point_equals_shard_map(self, kind):
@@ -138,7 +142,7 @@ class ImportanceScaleTest(parameterized.TestCase):
     zeros = sharding.replicate(jax.tree.map(np.zeros_like, params), ctx.mesh)
     mapped = fisher._accumulate(zeros, sharding.replicate(np.zeros((), np.float32), ctx.mesh),
                                 params, model_state, sharding.shard_batch(batch, ctx.mesh),
-                                kind=kind, spec=ctx.task, mesh=ctx.mesh, chunk=1)
+                                kind=kind, task=ctx.task, mesh=ctx.mesh, chunk=1)
     per_device = jax.tree.map(lambda a: a.reshape(8, 2, *a.shape[1:]), batch)
     term, weight = fisher.pmap_term(kind, ctx.task)(params, model_state, per_device)
     assert_trees_close(jax.tree.map(lambda a: a[0], (term, weight)), mapped,
@@ -158,15 +162,18 @@ class AttributionScaleTest(absltest.TestCase):
       phi, _ = trak.features(helpers.classifier(s['model'], {'x': target['x'][:16]}), stacked, Examples(x=target['x'][:16], y=target['y'][:16]), proj=trak.Projection(dim=16), chunk_size=16, mesh=mesh)
       out.append(np.asarray(trak.scores(state, phi)))
     self.assertEqual(out[0].shape, (16, 1, 48))
-    np.testing.assert_allclose(out[0], out[1], rtol=1e-3, atol=1e-4 * np.abs(out[0]).max())
+    # Scores pass float32 features through (ΦᵀΦ)⁺ of a 16 x 48 kernel, which
+    # amplifies summation-order noise: tolerance relative to the scores' scale.
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-3, atol=1e-3 * np.abs(out[0]).max())
 
 
 class MethodScaleTest(absltest.TestCase):
 
   def test_gradient_method_update_traces_once(self):
     ctx = mlp_context('data:8')
-    counter = TraceCounter(ctx.task.apply_fn)
-    ctx = ctx._replace(spec=ctx.task._replace(apply_fn=counter))
+    counter = TraceCounter(ctx.task.model.apply)
+    ctx = ctx._replace(task=dataclasses.replace(
+        ctx.task, model=ctx.task.model._replace(apply=counter)))
     out = run_method(create_method('ft', epochs=2, batch_size=32), mlp_setting()['variables'], ctx)
     self.assertGreater(out.steps, 4)
     self.assertEqual(counter.count, 1)

@@ -80,8 +80,9 @@ class CNNLoweringTest(absltest.TestCase):
     tx = optimizer_from_config(cfg, 4)
     out = []
     for model in (FAST, REFERENCE):
-      step = jax.jit(make_train_step(model.apply, tx))
-      state = init_state(helpers.classifier(model, {'x': self.batch['x']}), tx, 0)
+      task = helpers.classifier(model, self.batch)
+      step = jax.jit(make_train_step(task, tx))
+      state = init_state(task, tx, 0)
       for seed in range(4):
         state, stats = step(state, _batch(seed=seed))
       out.append((state.params, stats))

@@ -14,7 +14,6 @@ from mu_jax import sharding
 from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches
 from mu_jax.ensembles import ensemble_apply
-from mu_jax.tasks.classification import entropy  # noqa: F401  (re-exported for callers)
 
 
 class Outputs(NamedTuple):

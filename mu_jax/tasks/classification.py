@@ -20,7 +20,8 @@ MARGIN_CLIP = 100.0   # data-unlearning-bench `kl_from_margins` clip_min/clip_ma
 def margin(logits: jax.Array, labels: jax.Array, clip: float | None = MARGIN_CLIP) -> jax.Array:
   """φ = z_y − logsumexp_{k≠y} z_k; logits [..., N, C], labels [N]; clipped to ±clip."""
   true = labels[:, None] == jnp.arange(logits.shape[-1])
-  z_y = jnp.sum(jnp.where(true, logits, 0.0), -1)
+  index = jnp.broadcast_to(labels[:, None], (*logits.shape[:-1], 1))
+  z_y = jnp.take_along_axis(logits, index, -1)[..., 0]
   phi = z_y - jax.nn.logsumexp(jnp.where(true, -jnp.inf, logits), -1)
   return phi if clip is None else jnp.clip(phi, -clip, clip)
 
