@@ -31,7 +31,7 @@ def get_config(arg=None):
   c.train.batch_size = 32          # ~300 training rows: ~10 steps per epoch
   c.train.epochs = 100
   c.train.checkpoint_every = 50
-  c.methods = 'ft,ga,ssd,iau,acu,l1_sparse,smooth'
+  c.methods = 'ft,ga,ssd,iau,acu,l1_sparse,blindspot,smooth'
   # The reference recipes' batch of 256 exceeds this training set; 32 gives
   # several steps per epoch, as the digits config shrinks it to 64.
   c.unlearn.ft = dict(batch_size=32)
@@ -39,4 +39,5 @@ def get_config(arg=None):
   c.unlearn.l1_sparse = dict(batch_size=32)
   c.unlearn.ssd = dict(batch_size=32)
   c.unlearn.npo = dict(batch_size=32)
+  c.unlearn.blindspot = dict(batch_size=32)
   return config_lib.finish(c, arg, smoke=_smoke)

@@ -11,7 +11,7 @@ from mu_jax.analytic import ridge
 from mu_jax.data import Examples, load_dataset
 from mu_jax.errors import MuJaxError
 from mu_jax.experiments.benchmark import columns, run_benchmark
-from mu_jax.methods import Context, acu, create_method, run_method
+from mu_jax.methods import Context, acu, blindspot, create_method, run_method
 from mu_jax.models import create_model
 from mu_jax.tasks import Regression
 from mu_jax.train import train_model
@@ -74,6 +74,45 @@ class AcuRegressionTest(absltest.TestCase):
     f, t = f[w > 0][len(s['forget']):], t[w > 0][len(s['forget']):]
     want = np.asarray(ridge.closed_form(acu.buffer_features(f, state['buffer']), t))
     self.assertLess(np.abs(head - want).max() / np.abs(want).max(), 1e-8)
+
+
+class BlindspotTest(absltest.TestCase):
+
+  def test_attention_map_closed_form(self):
+    a = np.array([[[1.0, 2.0], [3.0, 4.0]]], np.float32)   # 1 example, 2 positions, 2 channels
+    m = np.array([2.5, 12.5])                               # mean over channels of a²
+    np.testing.assert_allclose(blindspot.attention(a)[0], m / np.linalg.norm(m), rtol=1e-6)
+    dense_f, dense_g = np.ones((3, 5), np.float32), np.arange(15.0).reshape(3, 5)
+    # A dense layer's map is one number per example, normalised to 1: no term.
+    np.testing.assert_allclose(blindspot.attention_distance(dense_f, dense_g), 0.0)
+
+  def test_loss_terms(self):
+    s = setting()
+    task, variables = s['task'], s['variables']
+    rows = s['data'].train.take(np.arange(8)).arrays()
+    ones = np.ones(8, np.float32)
+    kw = dict(distance='mse', attention_weight=50.0)
+    retain_only, _ = blindspot.blindspot_loss(task, variables, {**rows, 'w': ones, 'f': 0 * ones},
+                                              variables, **kw)
+    outputs, _ = task.apply(variables, rows, True)
+    np.testing.assert_allclose(retain_only, np.mean(task.losses(outputs, rows)), rtol=1e-6)
+    # All forget rows and a blind spot equal to the model: nothing to align.
+    same, _ = blindspot.blindspot_loss(task, variables, {**rows, 'w': ones, 'f': ones},
+                                       variables, **kw)
+    self.assertEqual(float(same), 0.0)
+
+  def test_forget_outputs_move_toward_the_blind_spot(self):
+    s, ctx = setting(), context()
+    kw = dict(epochs=10, batch_size=32, blindspot_epochs=2, learning_rate=1e-2)
+    out = run_method(create_method('blindspot', **kw), s['variables'], ctx, 'blindspot')
+    blind = blindspot.train_blindspot(ctx, epochs=2, learning_rate=1e-2, batch_size=32)
+    rows = s['forget'].arrays()
+
+    def distance(variables):
+      return float(np.mean((np.asarray(s['task'].apply(variables, rows, False)[0]) -
+                            np.asarray(s['task'].apply(blind, rows, False)[0])) ** 2))
+
+    self.assertLess(distance(out.variables), 0.8 * distance(s['variables']))
 
 
 class RefusalTest(parameterized.TestCase):

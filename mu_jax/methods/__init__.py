@@ -4,6 +4,7 @@ import inspect
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import acu
 from mu_jax.methods import baselines
+from mu_jax.methods import blindspot
 from mu_jax.methods import boundary
 from mu_jax.methods import distill
 from mu_jax.methods import dmm
@@ -35,6 +36,7 @@ METHODS.register('bad_teacher')(distill.bad_teacher)
 METHODS.register('boundary_shrink')(boundary.boundary_shrink)
 METHODS.register('boundary_expand')(boundary.boundary_expand)
 METHODS.register('smooth')(smooth.smooth)
+METHODS.register('blindspot')(blindspot.blindspot)
 
 
 def method_defaults(name: str) -> dict:

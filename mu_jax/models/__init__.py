@@ -31,11 +31,16 @@ class Model(NamedTuple):
     train is True, else {}.
   penultimate(variables, x) -> eval-mode float32 features [N, D], the input
     of the 'head' Dense layer.
+  activations(variables, x, train) -> (outputs, new_model_state, [a_l]): apply
+    plus the outputs a_l of the backbone's direct sub-modules (its layers or
+    blocks), for methods that align layer activations (Blindspot); None when
+    the model does not expose them.
   """
   name: str
   init: Callable[[jax.Array, jax.Array], Variables]
   apply: Callable[[Variables, jax.Array, bool], tuple[jax.Array, Variables]]
   penultimate: Callable[[Variables, jax.Array], jax.Array]
+  activations: Callable | None = None
 
 
 MODELS: Registry[Callable[..., Model]] = Registry('model')
@@ -86,7 +91,21 @@ def as_model(name: str, module: Network) -> Model:
   def penultimate(variables, x):
     return module.apply(variables, x, False, method=Network.features)
 
-  return Model(name, init, apply, penultimate)
+  def activations(variables, x, train):
+    mutable = ['intermediates', 'batch_stats'] if train else ['intermediates']
+    outputs, state = module.apply(variables, x, train, mutable=mutable,
+                                  capture_intermediates=_backbone_layer)
+    state = dict(state)
+    taps = jax.tree.leaves(state.pop('intermediates'))
+    return outputs, state if train else {}, taps
+
+  return Model(name, init, apply, penultimate, activations)
+
+
+def _backbone_layer(module: nn.Module, method_name: str) -> bool:
+  """Captures the outputs of the backbone's direct sub-modules."""
+  path = module.scope.path
+  return method_name == '__call__' and len(path) == 2 and path[0] == 'backbone'
 
 
 @MODELS.register('mlp')

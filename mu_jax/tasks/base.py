@@ -81,6 +81,13 @@ class Task(abc.ABC):
     """Eval-mode penultimate features [N, D], the input of the final linear layer."""
     return self.model.penultimate(variables, batch['x'])
 
+  def activations(self, variables, batch: dict, train: bool):
+    """(outputs, new_model_state, [per-layer activations]) of the model on a batch."""
+    if self.model.activations is None:
+      raise MuJaxError(f'The {self.name} task\'s model {self.model.name!r} exposes no layer '
+                       'activations; build it with mu_jax.models.as_model.')
+    return self.model.activations(variables, batch['x'], train)
+
   def with_forward(self, forward: Apply) -> 'Task':
     """This task evaluated through another forward pass."""
     return dataclasses.replace(self, forward=forward)
