@@ -40,4 +40,5 @@ def get_config(arg=None):
   c.unlearn.ssd = dict(batch_size=32)
   c.unlearn.npo = dict(batch_size=32)
   c.unlearn.blindspot = dict(batch_size=32)
+  c.unlearn.smooth = dict(overrides=dict(batch_size=32))
   return config_lib.finish(c, arg, smoke=_smoke)

@@ -2,13 +2,13 @@
 
   python experiments/rigorous.py --config=configs/digits_rigorous.py
   python experiments/rigorous.py --config=configs/digits_rigorous.py:forget=random:0.1
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:setting=worst_case
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:setting=corrective
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:setting=sequential
+  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=worst_case
+  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=corrective
+  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=sequential
   python experiments/rigorous.py --config=configs/digits_rigorous.py:num_models=128
 
 The model, data and recipes are configs/digits_mlp.py's; `arg` also takes
-setting=standard|worst_case|sequential|corrective and num_models=N.
+scenario=standard|worst_case|sequential|corrective and num_models=N.
 """
 import os
 

@@ -15,7 +15,7 @@ def main():
   result = run_rigorous(config, workdir)
   rc = config.rigorous
   print(f"\n{config.data.source} / {config.model.name} / request {result['request']} / "
-        f'setting={rc.setting} / {rc.num_models} models per side\n')
+        f'scenario={rc.scenario} / {rc.num_models} models per side\n')
   print(markdown_table(result['rows']))
   print(f"\nwall time {time.perf_counter() - began:.1f}s; results in {result['directory']}/")
 

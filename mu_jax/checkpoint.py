@@ -4,7 +4,8 @@ A training run owns one directory, named after a hash of the configuration
 that produced it, holding its latest epoch checkpoint (state pytree plus JSON
 metadata). Orbax writes each step to a temporary directory and renames it when
 complete, so a run killed at any moment leaves either the previous checkpoint
-or the new one, never a half-written one.
+or the new one, never a half-written one. `save_tree` / `load_tree` keep a
+single pytree of host arrays (cached statistics) the same way.
 """
 import hashlib
 import json
@@ -78,6 +79,24 @@ class CheckpointStore:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def save_tree(directory: str, tree) -> None:
+  """Writes a pytree of arrays to `directory` (which must not exist), atomically."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(directory), jax.tree.map(np.asarray, tree))
+  checkpointer.wait_until_finished()
+
+
+def load_tree(directory: str):
+  """The pytree saved by `save_tree` as host NumPy arrays (dtypes kept), or None."""
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    return None
+  checkpointer = ocp.StandardCheckpointer()
+  saved = checkpointer.metadata(directory).item_metadata.tree
+  like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), saved)
+  return checkpointer.restore(directory, like)
 
 
 def _first_difference(stored, expected) -> str:

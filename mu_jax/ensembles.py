@@ -28,9 +28,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mu_jax import checkpoint, sharding
 from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_order, num_batches
-from mu_jax.errors import MuJaxError, NonFiniteError
+from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import (
-    Context, Method, SOURCES, check_request, epoch_stream, report, result_task)
+    Context, Method, SOURCES, check_finite, check_request, drive, report, result_task)
 from mu_jax.models import merge_variables, vmap_is_slow
 from mu_jax.optim import make_optimizer
 from mu_jax.tasks import Task
@@ -232,10 +232,6 @@ class EnsembleUnlearned(NamedTuple):
   info: dict           # {name: [M] values} of method.report, or {}
 
 
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
-
-
 def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: Sequence[int],
                         name: str = 'method', vectorize: bool | None = None) -> EnsembleUnlearned:
   """Runs `method` on every member of `stacked`, member m with seed seeds[m].
@@ -270,38 +266,25 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
   vectorize = iterative and (vectorizes(stacked['params']) if vectorize is None else vectorize)
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     one = jax.jit(method.update, static_argnums=0)
-    if iterative:
-      if vectorize:
-        state = stack(states)
-        update = jax.jit(jax.vmap(lambda st, batch: method.update(task, st, batch),
-                                  in_axes=(0, None)))
-      steps = 0
-      for epoch in range(method.stream.epochs):
-        losses = []
-        for batch in epoch_stream(method, ctx, epoch):
-          if vectorize:
-            state, stats = sharding.pace(update(state, batch), ctx.mesh)
-            losses.append(stats['loss'])
-          else:
-            stepped = [sharding.pace(one(task, st, batch), ctx.mesh) for st in states]
-            states = [st for st, _ in stepped]
-            losses += [stats['loss'] for _, stats in stepped]
-          steps += 1
-        if not _finite(losses):
-          raise NonFiniteError(f'The {name} loss in epoch {epoch + 1} became non-finite in '
-                               'some ensemble member; lower the learning rate.')
-      if vectorize:
-        out = jax.vmap(method.result)(state)
-        final = [member(state, m) for m in range(len(seeds))] if method.report else []
-      else:
-        out, final = stack([method.result(st) for st in states]), states
+    if vectorize:
+      vmapped = jax.jit(jax.vmap(lambda st, batch: method.update(task, st, batch),
+                                 in_axes=(0, None)))
+
+      def step(state, batch):
+        state, stats = sharding.pace(vmapped(state, batch), ctx.mesh)
+        return state, stats['loss']
+
+      state, steps = drive(method, ctx, stack(states), step, name, ' of some ensemble member')
+      out = jax.vmap(method.result)(state)
+      final = [member(state, m) for m in range(len(seeds))] if method.report else []
     else:
-      final = [one(task, st, None)[0] for st in states]
+      def step(states, batch):   # each member's own update of the same batch, in turn
+        stepped = [sharding.pace(one(task, st, batch), ctx.mesh) for st in states]
+        return [st for st, _ in stepped], [stats.get('loss') for _, stats in stepped]
+
+      final, steps = drive(method, ctx, states, step, name, ' of some ensemble member')
       out = stack([method.result(st) for st in final])
-      steps = 1
-  if not _finite(out):
-    raise NonFiniteError(f'The parameters produced by {name} became non-finite in some '
-                         'ensemble member; lower the learning rate.')
+  check_finite(out, f'The parameters produced by {name} in some ensemble member')
   jax.block_until_ready(out)
   seconds = time.perf_counter() - began
   reports = [report(method, st) for st in final]

@@ -34,6 +34,29 @@ def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
   raise MuJaxError(f'Unknown optimizer {name!r}; valid: {", ".join(OPTIMIZERS)}.')
 
 
+def keep_trainable() -> optax.GradientTransformationExtraArgs:
+  """Zeros the updates of frozen weights, element by element.
+
+  Takes the extra argument `mask` (a pytree of booleans like the params, True
+  = trainable; None = all trainable), so a mask computed at run time (SalUn's
+  saliency) lives in the method's state. Chained before an optimizer it
+  zeroes frozen gradients; chained after, it zeroes what momentum or weight
+  decay would still add, so frozen weights never move.
+  """
+
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None, *, mask=None, **extra_args):
+    del params, extra_args
+    if mask is None:
+      return updates, state
+    return jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, mask), state
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
 def gradient_norm_sum(grads) -> jax.Array:
   """Σ over parameter tensors of ‖∇‖₂ (each tensor's Frobenius norm)."""
   return sum(jnp.sqrt(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads))

@@ -150,11 +150,6 @@ def state_sharding(tree, mesh: Mesh, min_size: int = MIN_SHARDED_SIZE):
   return jax.tree.map(lambda leaf: leaf_sharding(np.shape(leaf), mesh, min_size), tree)
 
 
-def place_state(tree, mesh: Mesh, min_size: int = MIN_SHARDED_SIZE):
-  """Places a params / optimizer-state pytree with `state_sharding`."""
-  return jax.tree.map(_put, tree, state_sharding(tree, mesh, min_size))
-
-
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   if batch_size % data_size(mesh):
     raise MuJaxError(

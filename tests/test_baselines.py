@@ -22,11 +22,6 @@ def tree_equal(a, b) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def overrides(hparams: dict) -> str:
-  return ';'.join(f'{k}={v}' for k, v in hparams.items())
-
-
-
 def ce(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -54,16 +49,16 @@ class RegistryTest(parameterized.TestCase):
         ('smooth', dict(rho=-0.1), 'rho=-0.1 must be'),
         ('smooth', dict(method='ssd'), "'ssd' takes no gradient steps"),
         ('smooth', dict(method='smooth'), 'cannot wrap itself'),
-        ('smooth', dict(overrides='lr=1'), "'lr=1' is not key=value with a key among"),
-        ('smooth', dict(overrides='epochs=many'), "does not fit the default 10"),
-        ('smooth', dict(overrides='epochs=2.5'), "does not fit the default 10"),
+        ('smooth', dict(overrides={'lr': 1}), "'lr' is not a hyper-parameter of the wrapped"),
+        ('smooth', dict(overrides={'epochs': 'many'}), "does not fit the default 10"),
+        ('smooth', dict(overrides={'epochs': 2.5}), "does not fit the default 10"),
     ]:
       with self.assertRaisesRegex(MuJaxError, message):
         create_method(name, **hparams)
 
   def test_smooth_overrides_are_typed_like_the_wrapped_defaults(self):
-    got = smooth.parse_overrides('learning_rate=1; epochs=3,optimizer=adam',
-                                 method_defaults('npo'))
+    got = smooth.typed_overrides({'learning_rate': 1, 'epochs': 3, 'optimizer': 'adam',
+                                  'beta': None}, method_defaults('npo'))
     self.assertEqual(got, {'learning_rate': 1.0, 'epochs': 3, 'optimizer': 'adam'})
     self.assertIsInstance(got['epochs'], int)
     self.assertIsInstance(got['learning_rate'], float)
@@ -293,10 +288,10 @@ class SmoothTest(parameterized.TestCase):
     hp.update(dict(forget_batch_size=32, retain_batch_size=32) if name == 'scrub'
               else dict(batch_size=32))
     plain = run_method(create_method(name, **hp), s['variables'], tm.context())
-    zero = run_method(create_method('smooth', method=name, rho=0.0, overrides=overrides(hp)),
+    zero = run_method(create_method('smooth', method=name, rho=0.0, overrides=hp),
                       s['variables'], tm.context())
     self.assertTrue(tree_equal(plain.variables, zero.variables))
-    sharp = run_method(create_method('smooth', method=name, rho=0.5, overrides=overrides(hp)),
+    sharp = run_method(create_method('smooth', method=name, rho=0.5, overrides=hp),
                        s['variables'], tm.context())
     self.assertFalse(tree_equal(plain.variables, sharp.variables))
 

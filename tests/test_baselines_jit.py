@@ -20,7 +20,8 @@ SMALL = {
     'bad_teacher': dict(batch_size=32, learning_rate=0.01, retain_fraction=0.0),
     'boundary_shrink': dict(batch_size=32, learning_rate=0.05),
     'boundary_expand': dict(batch_size=32, learning_rate=0.05),
-    'smooth': dict(method='npo', rho=0.1, overrides='batch_size=32;learning_rate=0.01;epochs=1'),
+    'smooth': dict(method='npo', rho=0.1,
+                   overrides=dict(batch_size=32, learning_rate=0.01, epochs=1)),
 }
 
 

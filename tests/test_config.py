@@ -5,7 +5,7 @@ from absl.testing import absltest
 
 from mu_jax.experiments import config_lib
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import METHODS, method_defaults
+from mu_jax.methods import METHODS, create_method, method_defaults
 from tests import helpers
 
 
@@ -59,6 +59,19 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual(config_lib.method_hparams(c, 'dmm')['num_models'], 64)
     with self.assertRaises(TypeError):
       c.unlearn.dmm.num_models = 'many'
+
+  def test_smooth_overrides_are_a_typed_nested_config_passed_only_when_set(self):
+    c = helpers.load_config('digits_mlp', '')
+    self.assertEqual(config_lib.method_hparams(c, 'smooth')['overrides'], {})
+    c.unlearn.smooth.overrides.learning_rate = 1e-3
+    c.unlearn.smooth.overrides.epochs = 2
+    self.assertEqual(config_lib.method_hparams(c, 'smooth')['overrides'],
+                     {'learning_rate': 1e-3, 'epochs': 2})
+    with self.assertRaises(TypeError):
+      c.unlearn.smooth.overrides.epochs = 'many'
+    c.unlearn.smooth.method = 'ga'   # the same overrides serve any wrapped method
+    method = create_method('smooth', **config_lib.method_hparams(c, 'smooth'))
+    self.assertEqual(method.stream.epochs, 2)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ class RigorousExperimentTest(absltest.TestCase):
 
   def test_sequential_requests_are_scored_on_everything_forgotten_so_far(self):
     workdir = self.create_tempdir().full_path
-    config = _config('setting=sequential,methods=ft,forget=random:0.05',
+    config = _config('scenario=sequential,methods=ft,forget=random:0.05',
                      sequential={'requests': 2}, relearn={'max_steps': 0})
     out = rigorous.run_rigorous(config, workdir)
     self.assertEqual([(r['request'], r['method']) for r in out['rows']],
@@ -45,7 +45,7 @@ class RigorousExperimentTest(absltest.TestCase):
 
   def test_corrective_setting_reports_attack_success(self):
     workdir = self.create_tempdir().full_path
-    config = _config('setting=corrective,methods=ft', reference_oracles=False, plots=False,
+    config = _config('scenario=corrective,methods=ft', reference_oracles=False, plots=False,
                      relearn={'max_steps': 0})
     out = rigorous.run_rigorous(config, workdir)
     rows = {r['method']: r for r in out['rows']}
@@ -56,20 +56,20 @@ class RigorousExperimentTest(absltest.TestCase):
     self.assertIn('| ASR |', rigorous.markdown_table(out['rows']))
 
   def test_bad_settings_fail_in_one_line(self):
-    with self.assertRaisesRegex(MuJaxError, 'Unknown rigorous setting'):
-      rigorous.run_rigorous(_config('setting=bogus'), self.create_tempdir().full_path)
+    with self.assertRaisesRegex(MuJaxError, 'Unknown rigorous scenario'):
+      rigorous.run_rigorous(_config('scenario=bogus'), self.create_tempdir().full_path)
     with self.assertRaisesRegex(MuJaxError, 'at least 4 models'):
       rigorous.run_rigorous(_config('num_models=2'), self.create_tempdir().full_path)
     with self.assertRaisesRegex(MuJaxError, 'whole number'):
       _config('num_models=many')
     proc = subprocess.run(
         [sys.executable, os.path.join(helpers.ROOT, 'experiments', 'rigorous.py'),
-         f'--config={CONFIG}:smoke=True,setting=bogus',
+         f'--config={CONFIG}:smoke=True,scenario=bogus',
          f'--workdir={self.create_tempdir().full_path}'],
         capture_output=True, text=True, cwd=helpers.ROOT, timeout=300)
     self.assertEqual(proc.returncode, 1)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
-                     "error: Unknown rigorous setting 'bogus'; valid: standard, worst_case, "
+                     "error: Unknown rigorous scenario 'bogus'; valid: standard, worst_case, "
                      'sequential, corrective.')
 
 

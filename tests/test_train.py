@@ -1,6 +1,6 @@
 """Training: sharded == single-device, resume == uninterrupted, caching, NaN guard."""
-import os
 
+import chex
 import jax
 import ml_collections
 import numpy as np
@@ -23,8 +23,8 @@ def recipe(**overrides):
 
 
 def assert_trees_close(a, b, **kw):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw),
-               a, b)
+  """Same structure, shapes and values within tolerance (chex), on host copies."""
+  chex.assert_trees_all_close(jax.device_get(a), jax.device_get(b), **kw)
 
 
 class ShardedStepTest(absltest.TestCase):

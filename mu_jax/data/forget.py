@@ -6,12 +6,12 @@ training set, since neither leaves a meaningful unlearning problem.
 """
 import os
 import re
-import uuid
 from typing import Callable
 
 import numpy as np
 
 from mu_jax.errors import MuJaxError
+from mu_jax.files import atomic_write
 from mu_jax.registry import Registry
 
 SelectorFn = Callable[[str, np.ndarray, int, int], np.ndarray]
@@ -145,16 +145,4 @@ def save_indices(path: str, indices: np.ndarray) -> None:
     raise MuJaxError(
         f'Indices to save at {path} are {indices.dtype}, not integers; pass '
         'an integer array.')
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex}'
-                     '.tmp')
-  try:
-    with open(tmp, 'wb') as f:
-      np.save(f, indices.astype(np.int64))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic_write(path, lambda f: np.save(f, indices.astype(np.int64)))

@@ -21,10 +21,6 @@ from mu_jax.tasks import TASKS
 from mu_jax.experiments.setting import Setting, evaluate_on_setting, prepare_setting
 
 
-def method_names(config) -> list[str]:
-  return [m.strip() for m in config.methods.split(',') if m.strip()]
-
-
 def request_context(setting: Setting, cache_dir: str | None = None) -> Context:
   """The unlearning request of a setting; statistics cached beside the original by default."""
   return Context(setting.task, setting.forget, setting.retain, setting.mesh, setting.config.seed,
@@ -66,7 +62,7 @@ def columns(config) -> tuple[str, ...]:
 def run_benchmark(config, workdir: str) -> list[dict]:
   """Original, retrain and every method of `config.methods`, as table rows."""
   TASKS.get(config.task)              # fail on a bad name before any training
-  for name in method_names(config):
+  for name in config_lib.method_names(config):
     create_method(name, **config_lib.method_hparams(config, name))
   setting = prepare_setting(config, workdir)
   oracle = evaluate_on_setting(setting, setting.oracle.variables)
@@ -75,7 +71,7 @@ def run_benchmark(config, workdir: str) -> list[dict]:
            oracle, setting.original.train_seconds, math.nan),
       _row(setting.task, 'retrain', oracle, oracle, setting.oracle.train_seconds, 1.0),
   ]
-  for name in method_names(config):
+  for name in config_lib.method_names(config):
     try:
       rows.append(unlearn_and_evaluate(setting, name, oracle))
     except NonFiniteError as e:   # one diverging method must not sink the table

@@ -132,7 +132,24 @@ def fill_method_defaults(config: ml_collections.ConfigDict) -> None:
       raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
                        f'valid: {", ".join(sorted(defaults))}.')
     fields = {k: _overridable(v, METHODS.get(name), k) for k, v in defaults.items()}
+    if name == 'smooth':   # the wrapped method's overrides: typed, unset (None) by default
+      fields['overrides'] = ml_collections.ConfigDict(
+          {**wrapped_hyper_parameters(), **given.pop('overrides', {})})
     config.unlearn[name] = ml_collections.ConfigDict({**fields, **given})
+
+
+def wrapped_hyper_parameters() -> dict:
+  """Every hyper-parameter name of the registered methods as a typed, unset
+  placeholder: `--config.unlearn.smooth.overrides.learning_rate=1e-4` then
+  overrides it for whichever method smooth wraps."""
+  out = {}
+  for name in METHODS.names():
+    if name == 'smooth':
+      continue
+    for key, default in method_defaults(name).items():
+      kind = type(default) if default is not None else object
+      out.setdefault(key, ml_collections.config_dict.placeholder(kind))
+  return out
 
 
 def _overridable(default, factory, key: str):
@@ -144,8 +161,17 @@ def _overridable(default, factory, key: str):
   return ml_collections.config_dict.placeholder(types[0] if types else object)
 
 
+def method_names(config) -> list[str]:
+  """The methods of `config.methods` ('ft,ga,...'), in table order."""
+  return [m.strip() for m in config.methods.split(',') if m.strip()]
+
+
 def method_hparams(config, name: str) -> dict:
-  """The hyper-parameters of method `name` in `config.unlearn`, as keyword arguments."""
-  if name in config.unlearn:
-    return config.unlearn[name].to_dict()
-  return {}
+  """The hyper-parameters of method `name` in `config.unlearn`, as keyword arguments
+  (smooth's `overrides`: only those set)."""
+  if name not in config.unlearn:
+    return {}
+  hparams = config.unlearn[name].to_dict()
+  if 'overrides' in hparams:
+    hparams['overrides'] = {k: v for k, v in hparams['overrides'].items() if v is not None}
+  return hparams

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from mu_jax.files import atomic_write  # noqa: E402
+
 REFERENCE_ROWS = ('original', 'retrain', 'retrain (clean)')
 MAX_HISTOGRAM_ROWS = 8
 
@@ -24,10 +26,8 @@ def _scored(rows: list[dict]) -> list[dict]:
 
 
 def _save(fig, path: str) -> None:
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=100, bbox_inches='tight')
+  atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100, bbox_inches='tight'))
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def _color(i: int):

@@ -18,22 +18,18 @@ models against the N oracles:
 
 Rows 'original' (no unlearning) and 'retrain' (a second oracle ensemble with
 seeds seed + N, ...: the metrics' noise floor at this N) frame the methods.
-Settings (`config.rigorous.setting`): 'standard'; 'worst_case' (the forget set
+Settings (`config.rigorous.scenario`): 'standard'; 'worst_case' (the forget set
 chosen by Challenging Forgets' bi-level selection on the seed's original);
 'sequential' (D_f served as k requests, each scored against oracles without
 everything forgotten so far); 'corrective' (a manipulated training set, only a
 fraction of the manipulated rows forgotten; adds the attack success rate ASR
 and a 'retrain (clean)' row without any manipulated row).
 
-Results go to workdir/results/<forget>/rigorous[-<setting>]/: results.md,
+Results go to workdir/results/<forget>/rigorous[-<scenario>]/: results.md,
 results.json, results.csv, per-example arrays (details.npz) and PNG plots.
 """
-import csv
-import io
-import json
 import math
 import os
-import tempfile
 from typing import Any, NamedTuple
 
 import jax
@@ -42,27 +38,27 @@ import numpy as np
 from absl import logging
 
 from mu_jax import checkpoint, ensembles, sharding
-from mu_jax.experiments import config_lib, plots, scenarios
+from mu_jax.experiments import config_lib, plots, results, scenarios
 from mu_jax.data import Dataset, Examples, load_dataset, save_indices, select_forget
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import challenge, klom, relearn, ulira, worst_case
 from mu_jax.evaluation.entropy_mia import entropy_mia
 from mu_jax.evaluation.margins import Outputs, ensemble_outputs
 from mu_jax.evaluation.mia import mia_efficacy
-from mu_jax.experiments.results import atomic_write
+from mu_jax.files import atomic_write
 from mu_jax.methods import METHODS, Context, create_method
 from mu_jax.tasks import CLASS_LABELS, requires
 from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 
-SETTINGS = ('standard', 'worst_case', 'sequential', 'corrective')
+SCENARIOS = ('standard', 'worst_case', 'sequential', 'corrective')
 DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
 COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f p95',
            'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'F', 'score', 'relearn',
            'seconds')
 
 
-class Request(NamedTuple):
-  """One unlearning request: the splits every population is scored on."""
+class Splits(NamedTuple):
+  """The splits every population of one forget request is scored on."""
   forget: Examples
   retain: Examples
   val: Examples | None
@@ -79,14 +75,14 @@ class Population(NamedTuple):
 
 # ---- configuration -----------------------------------------------------------
 
-ARG_KEYS = ('setting', 'num_models')   # get_config(arg) keys of the rigorous configs
+ARG_KEYS = ('scenario', 'num_models')   # get_config(arg) keys of the rigorous configs
 
 
 def default_config() -> ml_collections.ConfigDict:
   """The `config.rigorous` block: every knob of the evaluation, with its source."""
   return ml_collections.ConfigDict(dict(
       num_models=32,                 # the issue: N >= 32 per side on a CPU (>= 100 supported)
-      setting='standard',
+      scenario='standard',
       reference_oracles=True,        # a second oracle ensemble: the metrics' noise floor
       shard_members=False,           # members over devices (needs num_models % devices == 0)
       train_size=0, eval_size=0,     # 0: all rows; else a seeded subset of train / val and test
@@ -113,7 +109,7 @@ def default_config() -> ml_collections.ConfigDict:
 def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collections.ConfigDict:
   """`base_file`'s config (an experiment of configs/) with a `rigorous` block.
 
-  `arg` takes the base config's keys plus 'setting' and 'num_models'. Unless
+  `arg` takes the base config's keys plus 'scenario' and 'num_models'. Unless
   'method(s)' is given, `methods` is every registered method but the DMM
   family (which trains model ensembles inside each run). `smoke(config)`
   shrinks the block when smoke=True. The base config's methods come first.
@@ -129,15 +125,15 @@ def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collection
   given = any(item.partition('=')[0].strip() in ('method', 'methods') for item in rest)
   with config.unlocked():
     config.rigorous = default_config()
-    methods = method_names(config)
+    methods = config_lib.method_names(config)
     if not given:
       methods += [m for m in METHODS.names() if m not in DMM_FAMILY and m not in methods]
     if config.smoke and smoke is not None:
       smoke(config)
     if given or not config.smoke:   # the command line wins over smoke's choice
       config.methods = ','.join(methods)
-    if 'setting' in mine:
-      config.rigorous.setting = mine['setting']
+    if 'scenario' in mine:
+      config.rigorous.scenario = mine['scenario']
     if 'num_models' in mine:
       if not mine['num_models'].isdigit():
         raise MuJaxError(f"num_models={mine['num_models']!r} is not a whole number.")
@@ -176,7 +172,7 @@ def _ensemble(config, task, train: Examples, seeds, role: str, workdir: str, mes
 
 # ---- scoring -----------------------------------------------------------------
 
-def outputs(config, task, stacked, request: Request, mesh) -> dict[str, Outputs]:
+def outputs(config, task, stacked, request: Splits, mesh) -> dict[str, Outputs]:
   splits = {'forget': request.forget, 'retain': request.retain, 'test': request.test}
   if request.val is not None:
     splits['val'] = request.val
@@ -238,7 +234,7 @@ def score(config, name: str, pop: Population, oracle: Population, *,
 class _Relearner:
   """The relearning attack with this request's split, targets and recipe."""
 
-  def __init__(self, config, request: Request, originals: Population, mesh):
+  def __init__(self, config, request: Splits, originals: Population, mesh):
     rc = config.rigorous.relearn
     self.enabled = rc.max_steps > 0
     self.relearn_set, self.probe = relearn.split_relearn(request.forget, rc.fraction, config.seed)
@@ -257,18 +253,14 @@ class _Relearner:
                                  self.targets, **self.kwargs)
 
 
-def method_names(config) -> list[str]:
-  return [m.strip() for m in config.methods.split(',') if m.strip()]
-
-
 def _context(config, task, forget: Examples, retain: Examples, mesh) -> Context:
   return Context(task, forget, retain, mesh, config.seed, cache_dir=None)
 
 
-def _unlearn_all(config, ctx: Context, start: Population, request: Request, oracle: Population,
+def _unlearn_all(config, ctx: Context, start: Population, request: Splits, oracle: Population,
                  relearner: _Relearner, mesh, seeds, oracle_seconds: float) -> tuple[list, dict]:
   rows, details = [], {}
-  for name in method_names(config):
+  for name in config_lib.method_names(config):
     method = create_method(name, **config_lib.method_hparams(config, name))
     try:
       out = ensembles.run_method_ensemble(method, start.variables, ctx, seeds=seeds, name=name)
@@ -291,10 +283,10 @@ def _unlearn_all(config, ctx: Context, start: Population, request: Request, orac
 # ---- settings ----------------------------------------------------------------
 
 def _request(data: Dataset, train: Examples, forget_idx: np.ndarray,
-             attack: Examples | None = None) -> Request:
+             attack: Examples | None = None) -> Splits:
   retain_idx = np.setdiff1d(np.arange(len(train)), forget_idx)
   val = data.val if len(data.val) else None
-  return Request(train.take(forget_idx), train.take(retain_idx), val, data.test, attack)
+  return Splits(train.take(forget_idx), train.take(retain_idx), val, data.test, attack)
 
 
 def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget_idx,
@@ -335,7 +327,7 @@ def _sequential(config, workdir, data, task, mesh, seeds, forget_idx):
   requests = scenarios.sequential_requests(forget_idx, config.rigorous.sequential.requests,
                                           config.seed)
   originals, _ = _ensemble(config, task, train, seeds, 'original', workdir, mesh)
-  current = {name: originals for name in method_names(config)}   # None: stopped
+  current = {name: originals for name in config_lib.method_names(config)}   # None: stopped
   rows, details, forgotten = [], {}, np.zeros(0, np.int64)
   for k, part in enumerate(requests, 1):
     forgotten = np.union1d(forgotten, part)
@@ -349,7 +341,7 @@ def _sequential(config, workdir, data, task, mesh, seeds, forget_idx):
                    seconds=math.nan)
     rows.append(dict(row, request=k))
     part_forget = train.take(part)
-    for name in method_names(config):
+    for name in config_lib.method_names(config):
       stacked = current[name]
       if stacked is None:
         rows.append({'method': name, 'request': k, 'status': 'stopped', 'error':
@@ -394,12 +386,12 @@ def run_rigorous(config, workdir: str) -> dict:
   per-example arrays by row, 'request': the forget request's folder name}.
   """
   rc = config.rigorous
-  if rc.setting not in SETTINGS:
-    raise MuJaxError(f'Unknown rigorous setting {rc.setting!r}; valid: {", ".join(SETTINGS)}.')
+  if rc.scenario not in SCENARIOS:
+    raise MuJaxError(f'Unknown rigorous scenario {rc.scenario!r}; valid: {", ".join(SCENARIOS)}.')
   if rc.num_models < 4:
     raise MuJaxError(f'Rigorous evaluation needs at least 4 models per side (U-LiRA folds, the '
                      f'challenge score); got num_models={rc.num_models}.')
-  for name in method_names(config):   # fail on a bad name before any training
+  for name in config_lib.method_names(config):   # fail on a bad name before any training
     create_method(name, **config_lib.method_hparams(config, name))
   mesh = sharding.make_mesh(config.mesh)
   data = load_data(config)
@@ -411,10 +403,10 @@ def run_rigorous(config, workdir: str) -> dict:
   slug = request_slug(config.forget)
   extra: dict[str, Any] = {}
   oracle_seconds = math.nan
-  if rc.setting == 'sequential':
+  if rc.scenario == 'sequential':
     forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
     rows, details = _sequential(config, workdir, data, task, mesh, seeds, forget_idx)
-  elif rc.setting == 'corrective':
+  elif rc.scenario == 'corrective':
     co = config.rigorous.corrective
     count = max(1, round(co.fraction * len(data.train)))
     if co.kind == 'label_swap':
@@ -432,7 +424,7 @@ def run_rigorous(config, workdir: str) -> dict:
     slug = f'{co.kind}-{co.fraction:g}-identified-{co.identified:g}'
     extra['manipulated'] = int(len(manip.manipulated))
   else:
-    if rc.setting == 'worst_case':
+    if rc.scenario == 'worst_case':
       forget_idx = _worst_case_forget(config, workdir, data, task, mesh, seeds)
       slug = f'worst-{rc.worst_case.fraction:g}'
     else:
@@ -440,7 +432,7 @@ def run_rigorous(config, workdir: str) -> dict:
     rows, details, oracle_seconds = _standard(config, workdir, data, task, mesh, seeds,
                                               ref_seeds, data.train, forget_idx)
   directory = os.path.join(workdir, 'results', slug,
-                           'rigorous' if rc.setting == 'standard' else f'rigorous-{rc.setting}')
+                           'rigorous' if rc.scenario == 'standard' else f'rigorous-{rc.scenario}')
   save_indices(os.path.join(directory, 'forget_indices.npy'), forget_idx)
   write_report(config, rows, details, directory, extra=dict(
       extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train)),
@@ -451,57 +443,29 @@ def run_rigorous(config, workdir: str) -> dict:
 
 # ---- report ------------------------------------------------------------------
 
-def _cell(value) -> str:
-  if isinstance(value, float):
-    if math.isnan(value):
-      return '—'
-    if math.isinf(value):
-      return '> budget'
-    return f'{value:.3f}' if abs(value) < 10 else f'{value:.1f}'
-  return str(value)
+def columns(rows: list[dict]) -> list[str]:
+  """The rigorous table's columns; request and ASR are added when present."""
+  out = list(COLUMNS)
+  if any('request' in r for r in rows):
+    out.insert(0, 'request')
+  if any('ASR' in r for r in rows):
+    out.insert(out.index('MIA'), 'ASR')
+  return out
 
 
 def markdown_table(rows: list[dict]) -> str:
-  """The rigorous table; extra columns (request, ASR) are added when present."""
-  columns = list(COLUMNS)
-  if any('request' in r for r in rows):
-    columns.insert(0, 'request')
-  if any('ASR' in r for r in rows):
-    columns.insert(columns.index('MIA'), 'ASR')
-  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '|'.join('---' for _ in columns) + '|']
-  for row in rows:
-    cells = [_cell(row.get(c, math.nan)) for c in columns]
-    if row.get('status'):
-      start = columns.index('method') + 1
-      cells[start:] = [row['status']] + ['—'] * (len(cells) - start - 1)
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
-def _jsonable(value):
-  if isinstance(value, float) and not math.isfinite(value):
-    return None if math.isnan(value) else ('inf' if value > 0 else '-inf')
-  return value
+  """The rigorous table of `rows`."""
+  return results.markdown_table(rows, columns(rows))
 
 
 def write_report(config, rows: list[dict], details: dict, directory: str, *,
                  extra: dict) -> None:
   """results.md / .json / .csv, details.npz and the PNG plots into `directory`."""
-  os.makedirs(directory, exist_ok=True)
-  atomic_write(os.path.join(directory, 'results.md'), markdown_table(rows) + '\n')
-  clean = [{k: _jsonable(v) for k, v in row.items()} for row in rows]
-  atomic_write(os.path.join(directory, 'results.json'), json.dumps(
-      {'rows': clean, 'config': config.to_dict(), **extra}, indent=2, default=str) + '\n')
-  fields = list(dict.fromkeys(k for row in rows for k in row))
-  buf = io.StringIO()
-  csv.DictWriter(buf, fieldnames=fields).writeheader()
-  csv.DictWriter(buf, fieldnames=fields).writerows(clean)
-  atomic_write(os.path.join(directory, 'results.csv'), buf.getvalue())
+  results.write_results(rows, directory, extra={'config': config.to_dict(), **extra},
+                        columns=columns(rows))
   arrays = {f'{name}/{key}': np.asarray(value) for name, det in details.items()
             for key, value in det.items()}
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.npz.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    np.savez_compressed(f, **arrays)
-  os.replace(tmp, os.path.join(directory, 'details.npz'))
+  atomic_write(os.path.join(directory, 'details.npz'),
+               lambda f: np.savez_compressed(f, **arrays))
   if config.rigorous.plots:
     plots.write_all(rows, details, directory)

@@ -125,7 +125,7 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     if ctx.cache_dir:
       key = cache.fingerprint(ctx, 'acu', buffer_size, float(gamma), ctx.seed,
                               outputs.shape[1], variables=variables)
-      path = os.path.join(ctx.cache_dir, f'acu_{key}.npz')
+      path = os.path.join(ctx.cache_dir, f'acu_{key}')
     saved = cache.load(path) if path else None
     cache_hit = saved is not None
     if cache_hit:

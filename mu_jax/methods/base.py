@@ -111,10 +111,33 @@ class Unlearned(NamedTuple):
   info: dict       # method.report(state), or {}
 
 
-def _check_finite(tree, what: str) -> None:
+def check_finite(tree, what: str) -> None:
+  """Raises NonFiniteError naming `what` if any leaf of `tree` holds a NaN or infinity."""
   if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree)):
     raise NonFiniteError(f'{what} became non-finite; lower the learning rate '
                          '(no result was saved).')
+
+
+def drive(method: Method, ctx: Context, state, step: Callable, name: str,
+          where: str = '') -> tuple[Any, int]:
+  """The one step loop of every driver: (final state, updates taken).
+
+  `step(state, batch) -> (state, loss)` is one update (of one model, of a
+  vmapped ensemble, or of each member in turn). One-shot methods (stream
+  'none') take a single step on None; iterative ones one per batch of each
+  epoch, and a non-finite loss in an epoch stops the run.
+  """
+  if method.stream.source == 'none':
+    return step(state, None)[0], 1
+  steps = 0
+  for epoch in range(method.stream.epochs):
+    losses = []
+    for batch in epoch_stream(method, ctx, epoch):
+      state, loss = step(state, batch)
+      losses.append(loss)
+      steps += 1
+    check_finite(losses, f'The {name} loss in epoch {epoch + 1}{where}')
+  return state, steps
 
 
 def run_method(method: Method, variables: dict, ctx: Context, name: str = 'method') -> Unlearned:
@@ -126,21 +149,16 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
   began = time.perf_counter()
   state = method.prepare(ctx, sharding.replicate(variables, ctx.mesh))
   update = jax.jit(method.update, static_argnums=0)
-  steps = 0
+
+  def step(state, batch):
+    state, stats = sharding.pace(update(ctx.task, state, batch), ctx.mesh)
+    return state, stats.get('loss')
+
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     state = sharding.onto_mesh(state, ctx.mesh)   # as update's outputs: no retrace
-    if method.stream.source == 'none':
-      state, _ = update(ctx.task, state, None)
-      steps = 1
-    for epoch in range(method.stream.epochs if method.stream.source != 'none' else 0):
-      losses = []
-      for batch in epoch_stream(method, ctx, epoch):
-        state, stats = sharding.pace(update(ctx.task, state, batch), ctx.mesh)
-        losses.append(stats['loss'])
-        steps += 1
-      _check_finite(losses, f'The {name} loss in epoch {epoch + 1}')
+    state, steps = drive(method, ctx, state, step, name)
     out = method.result(state)
-  _check_finite(out, f'The parameters produced by {name}')
+  check_finite(out, f'The parameters produced by {name}')
   jax.block_until_ready(out)
   seconds = time.perf_counter() - began
   return Unlearned(out, seconds, steps, result_task(method, ctx.task), report(method, state))

@@ -2,22 +2,20 @@
 
 Some passes depend only on the trained model and the full training set D, not
 on the forget request: SSD's I_D, ACU's ridge head on D, DMM's TRAK ensemble
-and training features. `Context.cache_dir` names a folder for them; each is a
-`.npz` of a nested dict of arrays, written atomically (a temporary file, then
-`os.replace`), under a name keyed by everything that determines it, so a later
-request loads it and a stale file is never read.
+and training features. `Context.cache_dir` names a folder for them; each is an
+Orbax checkpoint of a pytree of arrays (`mu_jax.checkpoint.save_tree`, atomic),
+under a name keyed by everything that determines it, so a later request loads
+it and a stale entry is never read.
 
 D reaches a method as the request's 'union' stream, D_f first; `canonical_order`
 sorts its rows by content, so per-row statistics line up across requests.
 """
 import hashlib
-import os
-import tempfile
 
 import jax
 import numpy as np
 
-from mu_jax import sharding
+from mu_jax import checkpoint, sharding
 
 
 def canonical_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -43,45 +41,14 @@ def fingerprint(ctx, *parts, variables=None) -> str:
   return digest.hexdigest()[:16]
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
-  out = {}
-  for name, value in tree.items():
-    if '/' in name:
-      raise ValueError(f'Cache keys may not contain "/": {name!r}.')
-    if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{name}/'))
-    else:
-      out[f'{prefix}{name}'] = np.asarray(value)
-  return out
+def save(path: str, tree) -> None:
+  """Caches a pytree of arrays at `path` (an Orbax checkpoint folder), atomically."""
+  checkpoint.save_tree(path, sharding.to_host(tree))
 
 
-def save(path: str, tree: dict) -> None:
-  """Writes a nested dict of arrays to `path` atomically."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  flat = _flatten(sharding.to_host(tree))
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    os.remove(tmp)
-    raise
-
-
-def load(path: str) -> dict | None:
-  """The nested dict saved at `path` (host arrays), or None if there is none."""
-  if not os.path.exists(path):
-    return None
-  tree: dict = {}
-  with np.load(path) as npz:
-    for key in npz.files:
-      *parents, leaf = key.split('/')
-      node = tree
-      for name in parents:
-        node = node.setdefault(name, {})
-      node[leaf] = npz[key]
-  return tree
+def load(path: str):
+  """The pytree cached at `path` as host arrays, or None if there is none."""
+  return checkpoint.load_tree(path)
 
 
 def same_shapes(tree, like) -> bool:

@@ -179,7 +179,7 @@ def forget_attribution(ctx: Context, *, num_models: int,
   if ctx.cache_dir:
     key = cache.fingerprint(ctx, 'trak', num_models, subset_fraction, proj, lam,
                             ctx.seed, sorted(recipe.items()))
-    path = os.path.join(ctx.cache_dir, f'dmm_trak-{key}.npz')
+    path = os.path.join(ctx.cache_dir, f'dmm_trak-{key}')
   saved = cache.load(path) if path else None
   if saved is not None:
     members = sharding.replicate(saved['members'], ctx.mesh)

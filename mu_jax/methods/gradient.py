@@ -5,10 +5,9 @@ written on the task's forward pass and per-example loss (`Task.apply`,
 `Task.mean_loss`), so one loss serves every task.
 
 An optional trainable mask (a pytree of booleans like the params) freezes
-weights twice over: their gradients are zeroed before the optimizer, and after
-it every frozen weight is re-projected onto its previous value, so momentum or
-weight decay can never move it (the leak in reference code that masks only
-the gradient).
+weights inside the optax chain: `optim.keep_trainable` zeroes their gradients
+before the optimizer and their updates after it, so momentum or weight decay
+can never move them (the leak in reference code that masks only the gradient).
 
 A loss that needs more than its batch (a frozen teacher, a reference model, a
 schedule over epochs) is built with `make_aux`: `make_aux(ctx, variables)`
@@ -33,7 +32,7 @@ import optax
 
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.models import merge_variables, split_variables
-from mu_jax.optim import make_optimizer
+from mu_jax.optim import keep_trainable, make_optimizer
 from mu_jax.tasks import Task
 
 # loss_fn(task, variables, batch, rng[, LossContext]) -> (loss, new_model_state)
@@ -101,8 +100,10 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
                     make_aux: Callable[[Context, dict], Any] | None = None,
                     sam_rho: float | None = None) -> Method:
   """Builds a Method that takes one optimizer step of `loss_fn` per batch."""
-  tx = make_optimizer(optimizer, learning_rate, total_steps=1, momentum=momentum,
-                      weight_decay=weight_decay)
+  tx = optax.chain(keep_trainable(),
+                   make_optimizer(optimizer, learning_rate, total_steps=1, momentum=momentum,
+                                  weight_decay=weight_decay),
+                   keep_trainable())
   enclosing = _SHARPNESS.get()
   if enclosing is not None:
     enclosing.built.append(loss_fn)
@@ -125,14 +126,11 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
 
     (loss, new_model_state), grads = jax.value_and_grad(
         objective, has_aux=True)(state.params)
-    grads = _masked(grads, state.mask)
     if sam_rho is not None:
       grads = sam_gradient(lambda p: jax.grad(objective, has_aux=True)(p)[0],
-                           state.params, grads, sam_rho, state.mask)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+                           state.params, _masked(grads, state.mask), sam_rho, state.mask)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, mask=state.mask)
     params = optax.apply_updates(state.params, updates)
-    if state.mask is not None:
-      params = jax.tree.map(jnp.where, state.mask, params, state.params)
     new_state = state._replace(step=state.step + 1, params=params,
                                model_state=new_model_state or state.model_state,
                                opt_state=opt_state)

@@ -8,10 +8,10 @@ those weights are then trained by random-label unlearning: cross-entropy on
 D_r together with D_f relabelled y' ≠ y (`baselines.random_label_loss`, the
 union stream, as the reference's CIFAR-100 branch that concatenates both sets).
 
-Frozen weights never move: `gradient_method` zeroes their gradients and
-re-projects them after the optimizer, so SGD momentum and weight decay (which
-the reference applies to masked-out weights, `param.grad *= mask` only) leave
-them bit-identical.
+Frozen weights never move: `gradient_method` chains `optim.keep_trainable`
+around the optimizer (frozen gradients zeroed before it, frozen updates after
+it), so SGD momentum and weight decay (which the reference applies to
+masked-out weights, `param.grad *= mask` only) leave them bit-identical.
 
 Deviation: the reference sums per-batch mean gradients over the forget loader;
 the saliency here is the exact mean over D_f, which ranks weights identically

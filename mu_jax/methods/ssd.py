@@ -73,7 +73,7 @@ def dampen(params, importance_d, importance_f, eligible, *, alpha: float, dampen
 
 def _cache_path(ctx: Context, estimator: str, batch_size: int) -> str:
   key = cache.fingerprint(ctx, 'ssd_importance_d', estimator, batch_size, ctx.seed)
-  return os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-{key}.npz')
+  return os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-{key}')
 
 
 def importance_d(ctx: Context, variables: dict, estimator: str, batch_size: int):

@@ -19,7 +19,7 @@ so vmap saves the per-model compilation, setup and per-step dispatch, not
 arithmetic.
 Run:
 
-  python benchmarks/ensemble_speedup.py --models=32
+  python perf/ensemble_speedup.py --models=32
 """
 import json
 import os
@@ -45,7 +45,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs
 TARGET = 5.0   # the issue: >= 5x for N = 32 digits MLPs on 2 cores
 
 _MODELS = flags.DEFINE_integer('models', 32, 'Ensemble size N.')
-_OUT = flags.DEFINE_string('out', 'runs/benchmarks/ensemble_speedup.json', 'JSON output.')
+_OUT = flags.DEFINE_string('out', 'runs/perf/ensemble_speedup.json', 'JSON output.')
 _SKIP_TRAIN_MODEL = flags.DEFINE_bool('skip_train_model', False,
                                       'Leave out the train_model baseline (halves the run).')
 
