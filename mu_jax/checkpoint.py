@@ -82,9 +82,9 @@ class CheckpointStore:
 
 
 def save_tree(directory: str, tree) -> None:
-  """Writes a pytree of arrays to `directory` (which must not exist), atomically."""
+  """Writes a pytree of arrays to `directory`, atomically, replacing a stale one."""
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(directory), jax.tree.map(np.asarray, tree))
+  checkpointer.save(os.path.abspath(directory), jax.tree.map(np.asarray, tree), force=True)
   checkpointer.wait_until_finished()
 
 

@@ -56,16 +56,15 @@ def _timed(fn):
   return out, time.perf_counter() - began
 
 
-def one_by_one(model, cfg, data, seeds, mesh) -> list:
+def one_by_one(task, cfg, data, seeds, mesh) -> list:
   """The N models in turn, one compiled step reused by all of them."""
-  tx = optimizer_from_config(cfg, num_batches(len(data['y']), cfg.batch_size))
-  step = jax.jit(make_train_step(model.apply, tx), donate_argnums=0)
+  tx = optimizer_from_config(cfg, num_batches(len(data), cfg.batch_size))
+  step = jax.jit(make_train_step(task, tx), donate_argnums=0)
   out = []
   for seed in seeds:
-    state = sharding.replicate(init_state(model, tx, data['x'], seed), mesh)
+    state = sharding.replicate(init_state(task, tx, seed), mesh)
     for epoch in range(cfg.epochs):
-      for batch in epoch_batches({'x': data['x'], 'y': data['y']}, cfg.batch_size, seed=seed,
-                                 epoch=epoch):
+      for batch in epoch_batches(data.arrays(), cfg.batch_size, seed=seed, epoch=epoch):
         state, _ = step(state, sharding.shard_batch(batch, mesh))
     out.append(merge_variables(state.params, state.model_state))
   return out
@@ -77,12 +76,12 @@ def main(argv):
   data = load_dataset(config.data.source, seed=config.seed,
                       val_fraction=config.data.val_fraction,
                       test_fraction=config.data.test_fraction)
-  model = build_model(config, data.outputs)
+  task = build_task(config, data)
   mesh = sharding.make_mesh('data:1')
   seeds = list(range(_MODELS.value))
-  stacked, vmapped = _timed(lambda: ensembles.train_ensemble(model, config.train, data.train,
+  stacked, vmapped = _timed(lambda: ensembles.train_ensemble(task, config.train, data.train,
                                                               seeds=seeds, mesh=mesh))
-  alone, sequential = _timed(lambda: one_by_one(model, config.train, data.train, seeds, mesh))
+  alone, sequential = _timed(lambda: one_by_one(task, config.train, data.train, seeds, mesh))
   # The same models: equal up to float rounding, which 630 Adam steps amplify in the
   # weights (Adam's normalised steps turn tiny gradient differences into full-size
   # ones); their test accuracies agree.
@@ -90,13 +89,13 @@ def main(argv):
              for m, variables in enumerate(alone)
              for a, b in zip(jax.tree.leaves(ensembles.member(stacked, m)),
                              jax.tree.leaves(variables)))
-  acc_vmapped = ensemble_outputs(model.apply, stacked, data.test, batch_size=512,
+  acc_vmapped = ensemble_outputs(task, stacked, data.test, batch_size=512,
                                  mesh=mesh).accuracy()
-  acc_alone = ensemble_outputs(model.apply, ensembles.stack(alone), data.test, batch_size=512,
+  acc_alone = ensemble_outputs(task, ensembles.stack(alone), data.test, batch_size=512,
                                mesh=mesh).accuracy()
   rows = [('vmapped ensemble', vmapped), ('one by one, one compiled step', sequential)]
   if not _SKIP_TRAIN_MODEL.value:
-    _, library = _timed(lambda: [train_model(model, config.train, data.train, seed=s,
+    _, library = _timed(lambda: [train_model(task, config.train, data.train, seed=s,
                                              mesh=mesh).variables for s in seeds])
     rows.append(('one by one, train_model each', library))
   print(f'\n{len(seeds)} digits MLPs ({config.train.epochs} epochs, batch '

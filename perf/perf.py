@@ -57,10 +57,11 @@ from mu_jax import sharding  # noqa: E402
 from mu_jax.experiments import config_lib  # noqa: E402
 from mu_jax.analytic import ridge  # noqa: E402
 from mu_jax.data import Examples  # noqa: E402
-from mu_jax.data.batching import epoch_batches, num_batches  # noqa: E402
+from mu_jax.data.batching import epoch_batches  # noqa: E402
 from mu_jax.influence import fisher  # noqa: E402
+from mu_jax.tasks import Classification  # noqa: E402
 from mu_jax.methods import (  # noqa: E402
-    METHODS, Context, ModelSpec, create_method, method_defaults, run_method)
+    METHODS, Context, create_method, method_defaults, run_method)
 from mu_jax.methods import acu  # noqa: E402
 from mu_jax.models import Network, as_model, cnn, create_model, split_variables  # noqa: E402
 from mu_jax.train import (  # noqa: E402
@@ -209,12 +210,13 @@ class Pass:
     self.batch = cfg.batch_size
     data = synthetic(rows, (28, 28, 1))
     self.data = data
+    self.task = Classification(model, (28, 28, 1), 10)
     self.batches = [sharding.shard_batch(b, mesh)
-                    for b in epoch_batches({'x': data['x'], 'y': data['y']}, self.batch)]
-    self.state, self.step = sharded_training(model, cfg, len(self.batches), data['x'], seed=0,
+                    for b in epoch_batches(data.arrays(), self.batch)]
+    self.state, self.step = sharded_training(self.task, cfg, len(self.batches), seed=0,
                                              mesh=mesh)
-    self.variables = sharding.replicate(model.init(jax.random.key(0), data['x'][:1]), mesh)
-    self.ctx = Context(ModelSpec(model.apply, 10), Examples(x=data['x'][:0], y=data['y'][:0]), data, mesh, 0)
+    self.variables = sharding.replicate(self.task.init(jax.random.key(0)), mesh)
+    self.ctx = Context(self.task, data.take(slice(0, 0)), data, mesh, 0)
     self.tx = optimizer_from_config(cfg, len(self.batches))
 
   def train_epoch(self):
@@ -229,7 +231,7 @@ class Pass:
 
   def step_flops(self) -> tuple[float, float]:
     """(model FLOPs, XLA FLOPs) of one training step, per image."""
-    step = make_train_step(self.model.apply, self.tx)
+    step = make_train_step(self.task, self.tx)
     batch = self.batches[0]
     return (model_flops(step, self.state, batch) / self.batch,
             xla_flops(jax.jit(step), self.state, batch) / self.batch)
@@ -237,11 +239,10 @@ class Pass:
   def importance_flops(self, kind='batch') -> tuple[float, float]:
     params, model_state = split_variables(self.variables)
     bs = _SSD_BATCH.value
-    batch = sharding.shard_batch(next(epoch_batches(
-        {'x': self.data['x'], 'y': self.data['y']}, bs)), self.mesh)
+    batch = sharding.shard_batch(next(epoch_batches(self.data.arrays(), bs)), self.mesh)
     zeros = sharding.replicate(jax.tree.map(np.zeros_like, params), self.mesh)
     count = sharding.replicate(np.zeros((), np.float32), self.mesh)
-    kw = dict(kind=kind, spec=self.ctx.task, mesh=self.mesh, chunk=fisher.chunk_rows(
+    kw = dict(kind=kind, task=self.ctx.task, mesh=self.mesh, chunk=fisher.chunk_rows(
         params, bs, fisher.MEMORY_BUDGET) if kind == 'per_example' else 1)
     fn = lambda *a: fisher._accumulate(*a, **kw)
     args = (zeros, count, params, model_state, batch)
@@ -345,7 +346,8 @@ def run_flops(peak: float | None) -> None:
     spent = []
     for epochs in (1, 2):
       began = time.perf_counter()
-      train_model(model, _with_epochs(cfg, epochs), data, seed=0, mesh=mesh)
+      train_model(Classification(model, (28, 28, 1), 10), _with_epochs(cfg, epochs), data,
+                  seed=0, mesh=mesh)
       spent.append(time.perf_counter() - began)
     epoch_time.append(spent[1] - spent[0])
   print(f'  train_model, one epoch of {rows} rows (batching and transfers included): '
@@ -369,7 +371,7 @@ def run_jit() -> None:
   with jax.disable_jit():
     imp_eager = eager_rows / best_time(small.importance, 1)
   train_jit = _ROWS.value / best_time(jitted.train_epoch)
-  step = make_train_step(small.model.apply, small.tx)
+  step = make_train_step(small.task, small.tx)
   state = small.state
 
   def eager_steps():
@@ -487,10 +489,10 @@ def run_memory() -> None:
     config = recipe(config_name)
     model = create_model(model_name, 10, **config.model.kwargs.to_dict())
     data = synthetic(n, shape)
-    variables = model.init(jax.random.key(0), data['x'][:1])
-    ctx = Context(ModelSpec(model.apply, 10, model.penultimate),
-                  Examples(x=data['x'][:n_forget], y=data['y'][:n_forget]),
-                  Examples(x=data['x'][n_forget:], y=data['y'][n_forget:]), sharding.make_mesh('data:1'), 0)
+    task = Classification(model, shape, 10)
+    variables = task.init(jax.random.key(0))
+    ctx = Context(task, data.take(slice(0, n_forget)), data.take(slice(n_forget, None)),
+                  sharding.make_mesh('data:1'), 0)
     size = sum(p.size * 4 for p in jax.tree.leaves(variables)) / 2**20
     print(f'  {model_name}: {size:.1f} MiB of variables, {n} synthetic rows', flush=True)
     for name in names:

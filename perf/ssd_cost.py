@@ -43,7 +43,7 @@ def _epoch_seconds(setting) -> float:
   """Wall time of one `train_model` epoch on D (its compile included the first time)."""
   recipe = setting.config.train.copy_and_resolve_references()
   recipe.epochs = 1
-  return train_model(setting.model, recipe, setting.data.train, seed=setting.config.seed,
+  return train_model(setting.task, recipe, setting.data.train, seed=setting.config.seed,
                      mesh=setting.mesh, name='epoch').train_seconds
 
 
@@ -81,13 +81,13 @@ def main(argv):
                 'selected_fraction': info['selected_fraction']} if info else {})}
            for what, s, info in rows]
   machine = _machine()
-  forget_share = len(setting.forget_idx) / len(setting.data.train['y'])
+  forget_share = len(setting.forget_idx) / len(setting.data.train)
   targets = {
       'ssd_cold_epochs': _verdict(cold.seconds / warm_epoch, COLD_EPOCHS),
       'ssd_cached_epochs': _verdict(cached.seconds / warm_epoch, CACHED_EPOCHS),
   }
   print(f'SSD cost, Fashion-MNIST CNN, forget={config.forget} '
-        f'({len(setting.forget_idx)} of {len(setting.data.train['y'])} = {forget_share:.1%})\n')
+        f'({len(setting.forget_idx)} of {len(setting.data.train)} = {forget_share:.1%})\n')
   print('| step | seconds | / warm epoch | / oracle | / oracle est. | selected params |')
   print('|---|---:|---:|---:|---:|---:|')
   for r in table:
@@ -103,7 +103,7 @@ def main(argv):
   path = os.path.join(setting.results_dir, 'ssd_cost.json')
   atomic_write(path, json.dumps({
       'forget': config.forget, 'forget_size': int(len(setting.forget_idx)),
-      'train_size': int(len(setting.data.train['y'])), 'rows': table, 'targets': targets,
+      'train_size': int(len(setting.data.train)), 'rows': table, 'targets': targets,
       'machine': machine, 'oracle_dir': setting.oracle.directory,
       'epochs_for_oracle_estimate': epochs}, indent=2) + '\n')
   print(f'wrote {path}; run took {time.perf_counter() - began:.0f}s')

@@ -47,8 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """Parses 'method=ft,forget=class:0,smoke=True' into a dict of strings."""
+def parse_arg(arg: str | None, extra_keys: tuple[str, ...] = ()) -> dict[str, str]:
+  """Parses 'method=ft,forget=class:0,smoke=True' into a dict of strings; the
+  keys are ARG_KEYS and `extra_keys` (an experiment's own, e.g. rigorous's)."""
   out = {}
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
@@ -56,8 +57,9 @@ def parse_arg(arg: str | None) -> dict[str, str]:
     if not sep:
       raise MuJaxError(f'Config argument {item!r} is not key=value; write e.g. '
                        "'method=ft,forget=class:0'.")
-    if key not in ARG_KEYS:
-      raise MuJaxError(f'Unknown config argument {key!r}; valid: {", ".join(sorted(ARG_KEYS))}.')
+    if key not in ARG_KEYS and key not in extra_keys:
+      raise MuJaxError(f'Unknown config argument {key!r}; valid: '
+                       f'{", ".join(sorted([*ARG_KEYS, *extra_keys]))}.')
     out[key] = value.strip()
   return out
 

@@ -114,15 +114,10 @@ def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collection
   family (which trains model ensembles inside each run). `smoke(config)`
   shrinks the block when smoke=True. The base config's methods come first.
   """
-  mine, rest = {}, []
-  for item in filter(None, (arg or '').split(',')):
-    key, _, value = item.partition('=')
-    if key.strip() in ARG_KEYS:
-      mine[key.strip()] = value.strip()
-    else:
-      rest.append(item)
-  config = config_lib.load_config_file(base_file, ','.join(rest))
-  given = any(item.partition('=')[0].strip() in ('method', 'methods') for item in rest)
+  values = config_lib.parse_arg(arg, extra_keys=ARG_KEYS)
+  mine = {k: values.pop(k) for k in ARG_KEYS if k in values}
+  config = config_lib.load_config_file(base_file, ','.join(f'{k}={v}' for k, v in values.items()))
+  given = 'method' in values or 'methods' in values
   with config.unlocked():
     config.rigorous = default_config()
     methods = config_lib.method_names(config)
