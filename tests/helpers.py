@@ -38,3 +38,10 @@ def classifier(model, data, num_classes: int | None = None, init=None) -> Classi
       shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), data['x'][:1])
       num_classes = shapes['params']['head']['bias'].shape[0]
   return Classification(model, tuple(data['x'].shape[1:]), num_classes)
+
+
+def accuracy(logits, labels) -> float:
+  """Top-1 accuracy in percent (NaN for an empty set)."""
+  if len(labels) == 0:
+    return float('nan')
+  return float(100.0 * np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))

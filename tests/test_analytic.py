@@ -10,7 +10,6 @@ from mu_jax import sharding
 from mu_jax.analytic import ridge
 from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation import accuracy
 from mu_jax.methods import METHODS, Context, create_method, run_method
 from mu_jax.methods import acu
 from mu_jax.models import create_model
@@ -108,7 +107,7 @@ class AcuTest(parameterized.TestCase):
     self.assertLess(relative_error(out.variables['acu']['head'], expected), 1e-5)
     self.assertEqual(buffer.shape, (16, 64))
     logits, _ = out.task.apply(out.variables, s['retain'].arrays(), False)
-    self.assertGreater(accuracy(np.asarray(logits), s['retain']['y']), 90.0)
+    self.assertGreater(helpers.accuracy(np.asarray(logits), s['retain']['y']), 90.0)
     self.assertEqual(out.steps, 1)
 
   def test_continual_functions_match_the_method(self):

@@ -41,8 +41,9 @@ class MetricsTest(absltest.TestCase):
   def test_accuracy_and_confidence(self):
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]], np.float32)
     labels = np.array([0, 0, 0])
-    self.assertAlmostEqual(evaluation.accuracy(logits, labels), 200 / 3)
-    conf = Classification(None, (2,), 2).statistics(logits, {'y': labels})['confidence']
+    stats = Classification(None, (2,), 2).statistics(logits, {'y': labels})
+    self.assertAlmostEqual(Classification.evaluators['accuracy'](stats), 200 / 3, places=4)
+    conf = stats['confidence']
     np.testing.assert_allclose(conf[1], 1 / (1 + np.e), rtol=1e-6)
 
   def test_avg_gap_is_mean_absolute_difference(self):

@@ -6,7 +6,6 @@ from absl.testing import absltest, parameterized
 from mu_jax import sharding
 from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError, NonFiniteError
-from mu_jax.evaluation import accuracy
 from mu_jax.methods import (
     METHODS, Context, Stream, create_method, run_method)
 from mu_jax.methods.baselines import fine_tune_loss, other_labels
@@ -42,7 +41,7 @@ def context(mesh_spec='data:1', seed=0):
 def forget_accuracy(variables):
   s = setting()
   logits, _ = s['model'].apply(variables, s['forget']['x'], False)
-  return accuracy(np.asarray(logits), s['forget']['y'])
+  return helpers.accuracy(np.asarray(logits), s['forget']['y'])
 
 
 class BaselinesTest(parameterized.TestCase):
@@ -69,7 +68,7 @@ class BaselinesTest(parameterized.TestCase):
     self.assertLess(forget_accuracy(out.variables), 50.0)
     s = setting()
     logits, _ = s['model'].apply(out.variables, s['retain']['x'], False)
-    self.assertGreater(accuracy(np.asarray(logits), s['retain']['y']), 90.0)
+    self.assertGreater(helpers.accuracy(np.asarray(logits), s['retain']['y']), 90.0)
 
   def test_ft_moves_only_on_retain_data(self):
     out = run_method(create_method('ft', learning_rate=0.05, epochs=2, batch_size=32),

@@ -3,6 +3,6 @@
 The N-vs-N metrics (klom, ulira, challenge, entropy_mia, margins) and the
 attacks (relearn, worst_case) are imported by module name.
 """
-from mu_jax.evaluation.metrics import accuracy, predict_outputs, split_statistics
+from mu_jax.evaluation.metrics import predict_outputs, split_statistics
 from mu_jax.evaluation.mia import mia_efficacy
 from mu_jax.evaluation.report import GAP_METRICS, avg_gap, evaluate_model, table_columns

@@ -34,10 +34,3 @@ def predict_outputs(task, variables, examples: Examples, *, batch_size: int,
 def split_statistics(task, outputs: np.ndarray, examples: Examples) -> dict[str, np.ndarray]:
   """The task's per-example statistics of `outputs` on `examples`, as host arrays."""
   return {k: np.asarray(v) for k, v in task.statistics(outputs, examples.arrays()).items()}
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-  """Top-1 accuracy in percent (NaN for an empty set)."""
-  if len(labels) == 0:
-    return float('nan')
-  return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
