@@ -50,6 +50,11 @@ class RegressionTaskTest(absltest.TestCase):
     self.assertAlmostEqual(task.evaluators['mse'](stats), 5.0 / 3)
     self.assertAlmostEqual(task.evaluators['mae'](stats), 1.0)
 
+  def test_shapes_are_checked_at_the_task_boundary(self):
+    task = setting()['task']
+    with self.assertRaises(AssertionError):   # chex: predictions [N, 1], targets [N, 2]
+      task.losses(np.zeros((3, 1), np.float32), {'y': np.zeros((3, 2), np.float32)})
+
   def test_training_fits_the_data(self):
     s = setting()
     outputs, _ = s['task'].apply(s['variables'], s['data'].test.arrays(), False)

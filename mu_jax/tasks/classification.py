@@ -8,6 +8,7 @@ TA and MIA-efficacy; Avg. Gap over UA, RA, TA, MIA.
 """
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -58,6 +59,8 @@ class Classification(Task):
     return cls(model, input_shape, num_classes=outputs)
 
   def losses(self, outputs, batch):
+    chex.assert_rank(outputs, 2)                  # logits [N, classes]
+    chex.assert_type(batch['y'], int)             # integer labels
     return optax.softmax_cross_entropy_with_integer_labels(outputs.astype(jnp.float32),
                                                            batch['y'])
 

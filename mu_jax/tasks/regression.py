@@ -12,6 +12,7 @@ class labels and no input range, so methods needing those refuse it.
 """
 import dataclasses
 
+import chex
 import jax.numpy as jnp
 
 from mu_jax.tasks.base import LINEAR_HEAD, Task, mean_of
@@ -38,6 +39,7 @@ class Regression(Task):
     return cls(model, input_shape, num_targets=outputs)
 
   def losses(self, outputs, batch):
+    chex.assert_equal_shape((outputs, batch['y']))   # predictions and targets [N, T]
     return jnp.mean(jnp.square(outputs.astype(jnp.float32) - batch['y']), -1)
 
   def statistics(self, outputs, batch):
