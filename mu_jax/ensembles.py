@@ -30,7 +30,7 @@ from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import (
-    Context, Method, SOURCES, check_finite, check_request, drive, report, result_task)
+    Context, Method, check_finite, check_request, drive, report, result_task)
 from mu_jax.models import merge_variables, vmap_is_slow
 from mu_jax.optim import make_optimizer
 from mu_jax.tasks import Task
@@ -251,9 +251,6 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
     jitted update member by member, since their cost is in `prepare`.
   A non-finite loss or result in any member raises NonFiniteError.
   """
-  if method.stream.source not in SOURCES:
-    raise MuJaxError(f'Unknown stream source {method.stream.source!r}; '
-                     f'valid: {", ".join(SOURCES)}.')
   if len(seeds) != num_members(stacked):
     raise MuJaxError(f'{len(seeds)} seeds for an ensemble of {num_members(stacked)} members; '
                      'give one seed per member.')

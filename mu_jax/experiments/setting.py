@@ -57,7 +57,7 @@ def model_recipe(config) -> dict:
 
 def build_task(config, data: Dataset) -> Task:
   """The config's task around its model, for the data set's inputs and outputs."""
-  name = config.get('task', 'classification')
+  name = config.task
   if name != data.task:
     raise MuJaxError(f'The {name} task cannot use {data.name}, a {data.task} data set; '
                      f'set task={data.task} or pick a {name} data set.')

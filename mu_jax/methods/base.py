@@ -142,9 +142,6 @@ def drive(method: Method, ctx: Context, state, step: Callable, name: str,
 
 def run_method(method: Method, variables: dict, ctx: Context, name: str = 'method') -> Unlearned:
   """Runs any method to completion and times it; refuses non-finite results."""
-  if method.stream.source not in SOURCES:
-    raise MuJaxError(f'Unknown stream source {method.stream.source!r}; '
-                     f'valid: {", ".join(SOURCES)}.')
   check_request(method, ctx, name)
   began = time.perf_counter()
   state = method.prepare(ctx, sharding.replicate(variables, ctx.mesh))
@@ -174,7 +171,11 @@ def report(method: Method, state) -> dict:
 
 
 def check_request(method: Method, ctx: Context, name: str) -> None:
-  """Refuses a task the method cannot serve, or examples the task cannot read."""
+  """Refuses an unknown stream, a task the method cannot serve, or examples the task
+  cannot read."""
+  if method.stream.source not in SOURCES:
+    raise MuJaxError(f'Unknown stream source {method.stream.source!r}; '
+                     f'valid: {", ".join(SOURCES)}.')
   requires(ctx.task, name, *method.requires)
   ctx.task.check_examples(ctx.forget, 'forget')
   ctx.task.check_examples(ctx.retain, 'retain')

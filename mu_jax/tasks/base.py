@@ -37,6 +37,7 @@ import numpy as np
 
 from mu_jax.data.examples import Examples
 from mu_jax.errors import MuJaxError
+from mu_jax.evaluation.mia import mia_efficacy
 from mu_jax.models import Model
 
 # Capabilities a method may require.
@@ -129,7 +130,6 @@ class Task(abc.ABC):
   def summarize(self, stats: dict[str, dict[str, np.ndarray]], *, seed: int,
                 mia_max_per_side: int) -> dict[str, float]:
     """The task's metrics from per-split statistics ('forget', 'retain', 'test')."""
-    from mu_jax.evaluation.mia import mia_efficacy   # scikit-learn, loaded only to evaluate
     out = {column: self.evaluators[evaluator](stats[split])
            for column, (split, evaluator) in self.metric_columns.items()}
     feature = {split: s[self.mia_statistic] for split, s in stats.items()}
