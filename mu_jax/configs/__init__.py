@@ -1,0 +1,1 @@
+"""The shipped experiment configs: `--config=mu_jax.configs.<name>` or a path to the file."""
