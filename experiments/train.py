@@ -1,19 +1,5 @@
-"""Train (or load from the workdir cache) the original model and the oracle.
-
-  python experiments/train.py --config=configs/fashion_mnist_cnn.py:forget=class:0
-"""
-from mu_jax.experiments import cli
-from mu_jax.experiments.benchmark import columns
-from mu_jax.experiments.results import markdown_table
-from mu_jax.experiments.setting import train_and_evaluate
-
-
-def main():
-  config = cli.CONFIG.value
-  results = train_and_evaluate(config, cli.workdir())
-  rows = [{'method': role, **metrics} for role, metrics in results.items()]
-  print(markdown_table(rows, columns(config)[:-3]))
-
+"""`mu-jax train` from a checkout: python experiments/train.py --config=configs/<name>.py[:args]"""
+from mu_jax.commands import train
 
 if __name__ == '__main__':
-  cli.run(main)
+  train.run()

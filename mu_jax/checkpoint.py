@@ -6,14 +6,19 @@ metadata). Orbax writes each step to a temporary directory and renames it when
 complete, so a run killed at any moment leaves either the previous checkpoint
 or the new one, never a half-written one. `save_tree` / `load_tree` keep a
 single pytree of host arrays (cached statistics) the same way.
+`load_variables` reads a model's variables saved outside mu_jax (an Orbax
+pytree or a Flax msgpack file) into the structure of freshly initialised ones.
 """
 import hashlib
 import json
 import os
 
 import jax
+import jax.numpy as jnp
+import msgpack
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 
 from mu_jax.errors import MuJaxError
 
@@ -97,6 +102,66 @@ def load_tree(directory: str):
   saved = checkpointer.metadata(directory).item_metadata.tree
   like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), saved)
   return checkpointer.restore(directory, like)
+
+
+def load_variables(path: str, like):
+  """The model variables saved at `path`, in the structure and dtypes of `like`.
+
+  `path` is an Orbax checkpoint directory of a pytree (`StandardCheckpointer`
+  or `PyTreeCheckpointer`) or a file of `flax.serialization.to_bytes` /
+  `msgpack_serialize`. `like` is what the model's init returns (e.g.
+  `task.init(rng)`); a model whose only collection is 'params' may be saved
+  as its params alone. The tree structure and every leaf's shape must match.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(path):
+    saved = _orbax_shapes(path)
+  elif os.path.isfile(path):
+    state = _read_msgpack(path)
+    saved = tree_shapes(state)
+  else:
+    raise MuJaxError(f'Model checkpoint {path} does not exist; give an Orbax checkpoint '
+                     'directory or a .msgpack file of the model\'s variables.')
+  params_only = set(like) == {'params'} and not any(k.startswith("['params']") for k in saved)
+  target = like['params'] if params_only else like
+  expected = tree_shapes(target)
+  if saved != expected:
+    key = next(k for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k))
+    raise MuJaxError(f'The variables in {path} do not fit the model: {key or "the root"} is '
+                     f'{_shape_text(saved.get(key))} in the checkpoint but '
+                     f'{_shape_text(expected.get(key))} in the model; save the variables of '
+                     'the same architecture and kwargs.')
+  if os.path.isdir(path):
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    loaded = ocp.StandardCheckpointer().restore(path, abstract)
+  else:
+    loaded = jax.tree.map(lambda leaf, value: jnp.asarray(value, leaf.dtype), target, state)
+  return {'params': loaded} if params_only else loaded
+
+
+def _shape_text(shape: list[int] | None) -> str:
+  return 'absent' if shape is None else f'of shape {tuple(shape)}'
+
+
+def _orbax_shapes(path: str) -> dict[str, list[int]]:
+  """`tree_shapes` of the pytree in the Orbax checkpoint at `path`, from its metadata."""
+  tree = getattr(ocp.StandardCheckpointer().metadata(path).item_metadata, 'tree', None)
+  if tree is None:
+    raise MuJaxError(f'{path} is not an Orbax checkpoint of a pytree; give the folder that '
+                     'holds it (for a CheckpointManager, <directory>/<step>/<item>).')
+  return {jax.tree_util.keystr(p): list(leaf.shape)
+          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _read_msgpack(path: str):
+  """The state dict in a file of `flax.serialization.to_bytes` / `msgpack_serialize`."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    return serialization.msgpack_restore(data)
+  except (ValueError, msgpack.UnpackException) as e:
+    raise MuJaxError(f'{path} is neither an Orbax checkpoint directory nor a msgpack file '
+                     f'of flax.serialization.to_bytes ({e}).') from e
 
 
 def _first_difference(stored, expected) -> str:

@@ -11,6 +11,8 @@ so a member on the full data equals the model that `train_model` trains alone.
 A member on an α-subset takes as many steps as on all of the data, with about
 αB real rows per batch of B (a batch with none of its rows takes a zero
 gradient step, which momentum and weight decay still act on).
+Each epoch's per-step losses are fetched once the next epoch is queued (so the
+device never waits) and recorded as 'ensemble/loss' (`mu_jax.logs`).
 
 Ensembles are cached as Orbax checkpoints (`train_or_load_ensemble`), and any
 unlearning method runs on every member of one (`run_method_ensemble`).
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mu_jax import checkpoint, sharding
+from mu_jax import checkpoint, logs, sharding
 from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_order, num_batches
 from mu_jax.errors import MuJaxError
@@ -106,13 +108,14 @@ def _training_fns(task: Task, recipe: tuple):
   @functools.partial(jax.jit, donate_argnums=0, static_argnames='batch_sharding')
   def epoch(state, rows, idx, w, *, batch_sharding):
     """Every step of one epoch in one call (idx, w: [S, M, B]); the rows are
-    gathered on device, so no step waits for the host."""
+    gathered on device, so no step waits for the host. Returns the state and
+    the steps' statistics [S, M]."""
     def body(st, iw):
       i, wi = iw
       batch = jax.lax.with_sharding_constraint(
           {**jax.tree.map(lambda a: a[i], rows), 'w': wi}, batch_sharding)
-      return vmapped(st, batch)[0], None
-    return jax.lax.scan(body, state, (idx, w))[0]
+      return vmapped(st, batch)
+    return jax.lax.scan(body, state, (idx, w))
 
   return init, epoch, jax.jit(one, donate_argnums=0)
 
@@ -146,7 +149,8 @@ def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int
                      f'{(len(seeds), n)} (one row per seed, one column per example).')
   if not masks.any(axis=1).all():
     raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
-  recipe = _recipe_key(train_cfg, num_batches(n, train_cfg.batch_size))
+  steps = num_batches(n, train_cfg.batch_size)
+  recipe = _recipe_key(train_cfg, steps)
   init, epoch_steps, member_step = _training_fns(task, recipe)
   state = init(jnp.asarray(seeds, jnp.uint32))
   if vectorize is None:
@@ -168,19 +172,40 @@ def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int
     schedule = NamedSharding(mesh, P(None, *batch_sharding.spec))   # [S, M, B]
   else:
     states = [member(state, m) for m in range(len(seeds))]
-  for epoch in range(train_cfg.epochs):
+  previous = None   # (epoch, its step statistics), recorded once the next epoch is queued
+  for epoch in logs.progress(range(train_cfg.epochs), unit='epoch',
+                             desc=f'ensemble of {len(seeds)}'):
     idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
     if vectorize:
-      state = sharding.pace(epoch_steps(state, rows, *jax.device_put((idx, w), schedule),
-                                        batch_sharding=batch_sharding), mesh)
-      continue
-    for step_idx, step_w in zip(idx, w):
-      states = [sharding.pace(member_step(st, sharding.shard_batch(
-                    {**data.take(i).arrays(), 'w': wi}, mesh))[0], mesh)
-                for st, i, wi in zip(states, step_idx, step_w)]
+      state, stats = sharding.pace(epoch_steps(state, rows, *jax.device_put((idx, w), schedule),
+                                               batch_sharding=batch_sharding), mesh)
+    else:
+      stats = []
+      for step_idx, step_w in zip(idx, w):
+        stepped = [sharding.pace(member_step(st, sharding.shard_batch(
+                       {**data.take(i).arrays(), 'w': wi}, mesh)), mesh)
+                   for st, i, wi in zip(states, step_idx, step_w)]
+        states = [st for st, _ in stepped]
+        stats.append([step_stats for _, step_stats in stepped])
+    if previous:
+      _record_epoch(*previous, steps)
+    previous = epoch, stats
+  if previous:
+    _record_epoch(*previous, steps)
   if not vectorize:
     state = stack(states)
   return merge_variables(state.params, state.model_state)
+
+
+def _record_epoch(epoch: int, stats, steps: int) -> None:
+  """Records each step's loss over every member's real rows, from an epoch's
+  statistics: [S, M] sums, or (member after member) [S][M] dicts of scalars."""
+  stats = sharding.to_host(stats)
+  if isinstance(stats, list):
+    stats = {k: np.array([[member_stats[k] for member_stats in step] for step in stats])
+             for k in ('loss_sum', 'count')}
+  losses = stats['loss_sum'].sum(1) / np.maximum(stats['count'].sum(1), 1.0)
+  logs.record_steps(epoch * steps + 1, {'loss': losses}, prefix='ensemble')
 
 
 def stack(trees: Sequence) -> dict:

@@ -26,7 +26,14 @@ def atomic_write(path: str, content: str | bytes | Callable[[BinaryIO], None]) -
         f.write(content.encode() if isinstance(content, str) else content)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide results from other users
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

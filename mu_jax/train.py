@@ -5,13 +5,14 @@ declared shardings (batch split over the mesh's 'data' axis, state replicated
 or, for large leaves, split over 'model'; see `mu_jax.sharding`). The step
 donates the state it replaces, sums the epoch's statistics on device, and is
 traced once per run: the loop does no implicit host transfers (batches are
-placed with an explicit device_put; statistics are fetched once per epoch).
+placed with an explicit device_put; statistics and the per-step losses are
+fetched once per epoch, then recorded to the current metric writer, see
+`mu_jax.logs`).
 It checkpoints through `CheckpointStore` so a killed run resumes from its last
 finished epoch and a finished run is loaded, not retrained.
 The whole unlearning setting (data, forget set, original, oracle) is built
 on top of this by `mu_jax.experiments.setting`.
 """
-import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -20,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from tqdm import tqdm
 
-from mu_jax import checkpoint, sharding
+from mu_jax import checkpoint, logs, sharding
 from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
@@ -87,11 +87,11 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
 
 
 def _summing_stats(step: Callable) -> Callable:
-  """(state, totals, batch) -> (state, totals + the step's batch statistics)."""
+  """(state, totals, batch) -> (state, totals + the step's batch statistics, its mean loss)."""
 
   def run(state, totals, batch):
     state, stats = step(state, batch)
-    return state, jax.tree.map(jnp.add, totals, stats)
+    return state, jax.tree.map(jnp.add, totals, stats), stats['loss_sum'] / stats['count']
 
   return run
 
@@ -111,9 +111,10 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
                      seed: int, mesh) -> tuple[TrainState, Callable]:
   """The initial state, placed with its shardings, and the jitted step.
 
-  step(state, totals, batch) -> (state, totals + batch statistics) takes a
-  batch split over 'data' (`sharding.shard_batch`), donates the state and
-  totals it replaces, and keeps the state's shardings (`sharding.state_sharding`).
+  step(state, totals, batch) -> (state, totals + batch statistics, batch mean
+  loss) takes a batch split over 'data' (`sharding.shard_batch`), donates the
+  state and totals it replaces, and keeps the state's shardings
+  (`sharding.state_sharding`).
   The state is initialized by one jitted call straight into those shardings,
   so a state split over 'model' is never whole on one device.
   """
@@ -126,14 +127,19 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
       _summing_stats(make_train_step(task, tx,
                                      train_cfg.get('gradient_restriction', 0.0))),
       in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0, 1))
+      out_shardings=(state_shardings, sharding.replicated(mesh), sharding.replicated(mesh)),
+      donate_argnums=(0, 1))
   return state, step
 
 
 def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
                 mesh, store: checkpoint.CheckpointStore | None = None,
                 name: str = 'model') -> Trained:
-  """Trains the task's model on `data` with the recipe `train_cfg`, resuming from `store`."""
+  """Trains the task's model on `data` with the recipe `train_cfg`, resuming from `store`.
+
+  Records 'train/loss' per step and 'train/epoch_loss' per epoch, at the global
+  step, to the current metric writer (`logs.writing_to`).
+  """
   if len(data) == 0:
     raise MuJaxError(f'Cannot train the {name}: its training set is empty.')
   task.check_examples(data, f'{name} training')
@@ -149,15 +155,18 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
   arrays = data.arrays()
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()
-    totals = zero_stats(mesh)
+    totals, losses = zero_stats(mesh), []
     batches = epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
-    for batch in tqdm(batches, total=steps, leave=False, disable=not sys.stderr.isatty(),
-                      desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
-      state, totals = sharding.pace(step_fn(state, totals, sharding.shard_batch(batch, mesh)),
-                                    mesh)
-    totals = sharding.to_host(totals)
+    for batch in logs.progress(batches, total=steps, unit='batch',
+                               desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
+      state, totals, step_loss = sharding.pace(
+          step_fn(state, totals, sharding.shard_batch(batch, mesh)), mesh)
+      losses.append(step_loss)
+    totals, losses = sharding.to_host((totals, jnp.stack(losses)))
     seconds += time.perf_counter() - began
     loss = float(totals['loss_sum'] / totals['count'])
+    logs.record_steps(epoch * steps + 1, {'loss': losses}, prefix='train')
+    logs.record((epoch + 1) * steps, {'epoch_loss': loss}, prefix='train')
     if not np.isfinite(loss):
       raise NonFiniteError(
           f'The {name} reached a non-finite training loss in epoch {epoch + 1}; '

@@ -222,7 +222,7 @@ class Pass:
   def train_epoch(self):
     totals = zero_stats(self.mesh)
     for b in self.batches:
-      self.state, totals = sharding.pace(self.step(self.state, totals, b), self.mesh)
+      self.state, totals, _ = sharding.pace(self.step(self.state, totals, b), self.mesh)
     return totals
 
   def importance(self, kind='batch', batch_size=None):
@@ -438,7 +438,7 @@ def run_scaling() -> None:
     imp_s = best_time(p.importance)
     totals = zero_stats(p.mesh)
     for b in p.batches[:5]:   # from the same initial state as on 1 device
-      p.state, totals = p.step(p.state, totals, b)
+      p.state, totals, _ = p.step(p.state, totals, b)
     params = sharding.to_host(p.state.params)
     train_s = best_time(p.train_epoch)
     reference.setdefault('imp', importance)

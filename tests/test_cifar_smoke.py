@@ -19,10 +19,13 @@ class Cifar10Resnet18SmokeTest(absltest.TestCase):
                                  f'smoke=True,forget=random:0.25,data_dir={data_dir}')
     self.assertEqual(config.model.name, 'resnet18')
     with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
-      rows = run_benchmark(config, workdir)
+      result = run_benchmark(config, workdir)
+    rows = result['rows']
     self.assertEqual([r['method'] for r in rows], ['original', 'retrain', 'ft', 'ga', 'rl'])
     self.assertNotIn('diverged', markdown_table(rows))
-    saved = json.load(open(os.path.join(workdir, 'results', 'random-0.25', 'results.json')))
+    self.assertEqual(result['directory'],
+                     os.path.realpath(os.path.join(workdir, 'results', 'random-0.25', 'latest')))
+    saved = json.load(open(os.path.join(result['directory'], 'results.json')))
     self.assertEqual(saved['forget_size'], 12)
     self.assertEqual(saved['config']['model']['kwargs']['width'], 8)
 

@@ -12,7 +12,7 @@ from tests import helpers
 class ConfigTest(absltest.TestCase):
 
   def test_default_workdir_ignores_config_arguments(self):
-    from mu_jax.experiments import cli
+    from mu_jax.commands import cli
     for arg in ('configs/fashion_mnist_cnn.py', 'configs/fashion_mnist_cnn.py:forget=random:0.1',
                 'fashion_mnist_cnn.py:method=rl,seed=3'):
       self.assertEqual(cli.default_workdir(arg), os.path.join('runs', 'fashion_mnist_cnn'))

@@ -1,10 +1,12 @@
-"""The absl mains end to end: the smoke benchmark, caching, and bad input."""
+"""The commands end to end: the smoke benchmark, run folders, caching, and bad input."""
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
+import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 
@@ -12,11 +14,18 @@ from mu_jax.methods import METHODS
 from tests import helpers
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
+def run(command: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m mu_jax <command> <args>` from the checkout."""
   return subprocess.run(
-      [sys.executable, os.path.join(helpers.ROOT, 'experiments', script), *args],
+      [sys.executable, '-m', 'mu_jax', command, *args],
       cwd=helpers.ROOT, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def run_folders(request_dir: str) -> list[str]:
+  """The finished runs of a request, oldest first."""
+  return sorted(f for f in os.listdir(request_dir)
+                if not f.startswith('.') and f != 'latest')
 
 
 class BenchmarkTest(parameterized.TestCase):
@@ -25,11 +34,12 @@ class BenchmarkTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = tempfile.mkdtemp(prefix='bench-')
-    cls.first = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
+    cls.first = run('benchmark', '--config=mu_jax.configs.digits_mlp:smoke=True',
                     f'--workdir={cls.workdir}')
-    cls.results = os.path.join(cls.workdir, 'results', 'class-0')
-    # Later tests rewrite the results; keep what the first run wrote.
-    cls.first_rows = json.load(open(os.path.join(cls.results, 'results.json')))['rows']
+    cls.request = os.path.join(cls.workdir, 'results', 'class-0')
+    cls.results = os.path.realpath(os.path.join(cls.request, 'latest'))
+    cls.first_json = open(os.path.join(cls.results, 'results.json')).read()
+    cls.first_rows = json.loads(cls.first_json)['rows']
 
   def test_prints_the_table_and_writes_results(self):
     self.assertEqual(self.first.returncode, 0, self.first.stderr[-2000:])
@@ -44,18 +54,31 @@ class BenchmarkTest(parameterized.TestCase):
     self.assertNotEmpty(forget)
     for name in ('ft', 'ga', 'rl'):
       self.assertTrue(os.path.exists(os.path.join(self.results, 'runs', f'{name}.json')))
+    self.assertIn(f'results in {self.results}/', self.first.stdout)
+    saved = json.loads(self.first_json)
+    self.assertEqual(saved['forget_indices_sha256'],
+                     hashlib.sha256(forget.astype(np.int64).tobytes()).hexdigest())
+    prov = saved['provenance']
+    self.assertStartsWith(prov['command'], 'mu-jax benchmark --config=mu_jax.configs.digits_mlp')
+    self.assertEqual(prov['packages']['jax'], jax.__version__)
+    self.assertEqual(prov['machine']['cores'], os.cpu_count())
 
   def test_second_run_reuses_cached_models(self):
     self.assertEqual(self.first.returncode, 0)
     self.assertIn('original epoch', self.first.stderr)
-    second = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
-                 f'--workdir={self.workdir}', '--config.methods=ft')
+    second = run('benchmark', '--config=configs/digits_mlp.py:smoke=True',
+                  f'--workdir={self.workdir}', '--config.methods=ft')
     self.assertEqual(second.returncode, 0, second.stderr[-2000:])
     self.assertNotIn('original epoch', second.stderr)
     self.assertNotIn('oracle epoch', second.stderr)
+    # A rerun gets a folder of its own; the first run's files are untouched.
+    newest = os.path.realpath(os.path.join(self.request, 'latest'))
+    self.assertNotEqual(newest, self.results)
+    self.assertIn(os.path.basename(newest), run_folders(self.request))
+    self.assertEqual(open(os.path.join(self.results, 'results.json')).read(), self.first_json)
 
   def test_a_diverging_method_is_reported_and_the_table_completes(self):
-    result = run('benchmark.py', '--config=configs/digits_mlp.py:smoke=True',
+    result = run('benchmark', '--config=configs/digits_mlp.py:smoke=True',
                  f'--workdir={self.workdir}', '--config.methods=ga,ft',
                  '--config.unlearn.ga.learning_rate=1e30')
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
@@ -79,22 +102,32 @@ class BenchmarkTest(parameterized.TestCase):
       ('missing_data_dir', ['--config=configs/digits_mlp.py:source=idx:/no/such/dir'],
        '/no/such/dir does not exist'),
       ('missing_config', ['--config=configs/nope.py'], 'configs/nope.py does not exist'),
+      ('missing_config_module', ['--config=mu_jax.configs.nope'],
+       'Config module mu_jax.configs.nope cannot be imported'),
   )
   def test_bad_input_is_one_line_and_writes_nothing(self, args, message):
-    before = open(os.path.join(self.results, 'results.json')).read()
-    result = run('benchmark.py', *args, f'--workdir={self.workdir}')
+    before = (run_folders(self.request), os.readlink(os.path.join(self.request, 'latest')))
+    result = run('benchmark', *args, f'--workdir={self.workdir}')
     self.assertEqual(result.returncode, 1, result.stderr[-2000:])
     last = result.stderr.strip().splitlines()[-1]
     self.assertStartsWith(last, 'error: ')
     self.assertIn(message, last)
     self.assertNotIn('Traceback', result.stderr)
-    self.assertEqual(open(os.path.join(self.results, 'results.json')).read(), before)
+    self.assertEqual((run_folders(self.request), os.readlink(os.path.join(self.request, 'latest'))),
+                     before)
+    self.assertEqual(open(os.path.join(self.results, 'results.json')).read(), self.first_json)
+
+  def test_unknown_command_is_refused(self):
+    result = run('benchmrk', '--config=configs/digits_mlp.py')
+    self.assertEqual(result.returncode, 2)
+    self.assertIn("unknown command 'benchmrk'; valid commands are: train, unlearn, benchmark",
+                  result.stderr)
 
   def test_index_file_with_duplicates_is_refused(self):
     path = os.path.join(self.create_tempdir().full_path, 'forget.txt')
     with open(path, 'w') as f:
       f.write('3\n5\n3\n')
-    result = run('unlearn.py', f'--config=configs/digits_mlp.py:forget=file:{path}',
+    result = run('unlearn', f'--config=configs/digits_mlp.py:forget=file:{path}',
                  f'--workdir={self.workdir}')
     self.assertEqual(result.returncode, 1)
     self.assertIn('duplicate', result.stderr.strip().splitlines()[-1])
@@ -105,11 +138,14 @@ class UnlearnAndTrainMainsTest(absltest.TestCase):
 
   def test_unlearn_main_runs_one_method(self):
     workdir = self.create_tempdir().full_path
-    result = run('unlearn.py', '--config=configs/digits_mlp.py:smoke=True,method=rl,'
+    result = run('unlearn', '--config=configs/digits_mlp.py:smoke=True,method=rl,'
                  'forget=random:0.1', f'--workdir={workdir}')
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertIn('| rl |', result.stdout)
-    result = run('train.py', '--config=configs/digits_mlp.py:smoke=True,forget=random:0.1',
+    latest = os.path.join(workdir, 'results', 'random-0.1', 'latest')
+    rows = json.load(open(os.path.join(latest, 'results.json')))['rows']
+    self.assertEqual([r['method'] for r in rows], ['original', 'retrain', 'rl'])
+    result = run('train', '--config=configs/digits_mlp.py:smoke=True,forget=random:0.1',
                  f'--workdir={workdir}')
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertIn('| retrain |', result.stdout)

@@ -142,7 +142,8 @@ class DiabetesBenchmarkTest(absltest.TestCase):
   def test_smoke_benchmark_writes_a_regression_table(self):
     config = helpers.load_config('diabetes_mlp')
     workdir = self.create_tempdir().full_path
-    rows = run_benchmark(config, workdir)
+    result = run_benchmark(config, workdir)
+    rows = result['rows']
     self.assertEqual([r['method'] for r in rows], ['original', 'retrain', 'ft', 'ga', 'acu'])
     self.assertEqual(columns(config)[1:8],
                      ('F-MSE', 'R-MSE', 'T-MSE', 'F-MAE', 'R-MAE', 'T-MAE', 'MIA'))
@@ -150,7 +151,7 @@ class DiabetesBenchmarkTest(absltest.TestCase):
     self.assertEqual(retrain['Avg. Gap'], 0.0)
     for row in rows:
       self.assertTrue(np.isfinite(row['T-MSE']))
-    results = os.path.join(workdir, 'results', 'random-0.1', 'results.md')
+    results = os.path.join(result['directory'], 'results.md')
     self.assertIn('F-MSE', open(results).read())
 
   def test_classification_task_on_regression_data_is_refused(self):

@@ -62,6 +62,10 @@ class RigorousExperimentTest(absltest.TestCase):
       rigorous.run_rigorous(_config('num_models=2'), self.create_tempdir().full_path)
     with self.assertRaisesRegex(MuJaxError, 'whole number'):
       _config('num_models=many')
+    own = _config('num_models=4')
+    own.model.checkpoint = '/some/variables.msgpack'
+    with self.assertRaisesRegex(MuJaxError, 'cannot use the model at model.checkpoint'):
+      rigorous.run_rigorous(own, self.create_tempdir().full_path)
     proc = subprocess.run(
         [sys.executable, os.path.join(helpers.ROOT, 'experiments', 'rigorous.py'),
          f'--config={CONFIG}:smoke=True,scenario=bogus',

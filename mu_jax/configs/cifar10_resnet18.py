@@ -1,8 +1,8 @@
 """CIFAR-10 with the CIFAR-stem ResNet-18: the GPU/TPU-scale configuration.
 
 Needs CIFAR-10 prepared as TFDS ArrayRecord under data_dir (no download at run time):
-  python experiments/benchmark.py \
-      --config=configs/cifar10_resnet18.py:data_dir=/path/to/tensorflow_datasets
+  mu-jax benchmark \
+      --config=mu_jax.configs.cifar10_resnet18:data_dir=/path/to/tensorflow_datasets
 """
 from mu_jax.experiments import config_lib
 

@@ -1,7 +1,7 @@
 """Regression unlearning: an MLP regressor on scikit-learn's bundled diabetes data.
 
-  python experiments/benchmark.py --config=configs/diabetes_mlp.py
-  python experiments/benchmark.py --config=configs/diabetes_mlp.py:source=friedman
+  mu-jax benchmark --config=mu_jax.configs.diabetes_mlp
+  mu-jax benchmark --config=mu_jax.configs.diabetes_mlp:source=friedman
 
 Targets are standardised on the training split, so MSE and MAE are in units
 of the training targets' standard deviation. Forget sets are random

@@ -1,7 +1,7 @@
 """The default benchmark: an MLP on scikit-learn's bundled 8x8 digits (CPU, seconds).
 
-  python experiments/benchmark.py --config=configs/digits_mlp.py --workdir=runs/digits
-  python experiments/benchmark.py --config=configs/digits_mlp.py:forget=random:0.1 \
+  mu-jax benchmark --config=mu_jax.configs.digits_mlp --workdir=runs/digits
+  mu-jax benchmark --config=mu_jax.configs.digits_mlp:forget=random:0.1 \
       --workdir=runs/digits
 """
 from mu_jax.experiments import config_lib
@@ -15,7 +15,7 @@ def _smoke(c):
   c.unlearn.rl.epochs = 1
 
 
-# SSD's α per kind of request, chosen by experiments/ssd_alpha.py on this
+# SSD's α per kind of request, chosen by `mu-jax ssd-alpha` on this
 # config (the largest α whose dampening brings a held-out fifth of D_f to <= 5%
 # accuracy with retain accuracy within 1 point): class:0 -> 7. For
 # random:0.1 no α in 100..1 forgets held-out rows, so the official ResNet18

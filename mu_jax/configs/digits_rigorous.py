@@ -1,11 +1,11 @@
 """Rigorous evaluation on digits: 32 originals, 32 oracles and 32 unlearned models per method.
 
-  python experiments/rigorous.py --config=configs/digits_rigorous.py
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:forget=random:0.1
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=worst_case
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=corrective
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:scenario=sequential
-  python experiments/rigorous.py --config=configs/digits_rigorous.py:num_models=128
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous:forget=random:0.1
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous:scenario=worst_case
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous:scenario=corrective
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous:scenario=sequential
+  mu-jax rigorous --config=mu_jax.configs.digits_rigorous:num_models=128
 
 The model, data and recipes are configs/digits_mlp.py's; `arg` also takes
 scenario=standard|worst_case|sequential|corrective and num_models=N.

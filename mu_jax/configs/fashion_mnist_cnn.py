@@ -1,8 +1,8 @@
 """Fashion-MNIST (Debian's dataset-fashion-mnist IDX files) with the conv32-conv64-fc128 CNN.
 
   sudo apt-get install -y dataset-fashion-mnist
-  python experiments/benchmark.py --config=configs/fashion_mnist_cnn.py
-  python experiments/benchmark.py --config=configs/fashion_mnist_cnn.py:forget=random:0.1
+  mu-jax benchmark --config=mu_jax.configs.fashion_mnist_cnn
+  mu-jax benchmark --config=mu_jax.configs.fashion_mnist_cnn:forget=random:0.1
 """
 from mu_jax.experiments import config_lib
 
@@ -17,7 +17,7 @@ def _smoke(c):
     c.unlearn[name].epochs = 1
 
 
-# SSD's α per kind of request, chosen by experiments/ssd_alpha.py on this
+# SSD's α per kind of request, chosen by `mu-jax ssd-alpha` on this
 # config (the largest α whose dampening brings a held-out fifth of D_f to <= 5%
 # accuracy with retain accuracy within 1 point): class:0 -> 40 (the official
 # ResNet18 α=10 dampens 11% of the weights and costs 13 points of retain
@@ -43,7 +43,7 @@ def get_config(arg=None):
   c.train.epochs = 10
   c.train.checkpoint_every = 1
   c.eval.mia_max_per_side = 5000       # bounds the SVC's quadratic cost
-  c.methods = 'ft,ga,rl,ssd,iau,acu'   # the DMM family needs ensembles: see README
+  c.methods = 'ft,ga,rl,ssd,iau,acu'   # DMM family: model ensembles (docs/methods.md)
   # The reference scripts give FT and RL 10 epochs against 160 for retraining
   # (1/16 of its cost); with this 10-epoch recipe that is under one epoch, so 1.
   c.unlearn.ft = dict(epochs=1)

@@ -1,8 +1,8 @@
 """Rigorous evaluation on a CPU-sized Fashion-MNIST: 32 models per side, an MLP on 6,000 images.
 
   sudo apt-get install -y dataset-fashion-mnist
-  python experiments/rigorous.py --config=configs/fashion_rigorous.py
-  python experiments/rigorous.py --config=configs/fashion_rigorous.py:forget=random:0.1
+  mu-jax rigorous --config=mu_jax.configs.fashion_rigorous
+  mu-jax rigorous --config=mu_jax.configs.fashion_rigorous:forget=random:0.1
 
 Data, optimizer (Adam 1e-3, cosine, batch 128, 10 epochs) and unlearning
 recipes are configs/fashion_mnist_cnn.py's, with two cuts so that 3 x 32

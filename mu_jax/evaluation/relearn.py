@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import sharding
+from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches
+from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 from mu_jax.optim import make_optimizer
@@ -94,7 +94,8 @@ def relearn_steps(task, stacked: dict, relearn: Examples, probe: Examples,
   Compute the targets with `probe_accuracy` (same batch size and mesh).
   0 if it already is; np.inf if not within `max_steps`. Batches of `relearn`
   are drawn epoch after epoch, shuffled by `seed`; the optimizer state starts
-  fresh, with a constant learning rate.
+  fresh, with a constant learning rate. Records the members' mean probe
+  accuracy after each step as 'relearn/probe_accuracy' (`mu_jax.logs`).
   """
   if len(relearn) == 0 or len(probe) == 0:
     raise MuJaxError('The relearning attack needs a non-empty forget set.')
@@ -111,11 +112,14 @@ def relearn_steps(task, stacked: dict, relearn: Examples, probe: Examples,
   steps = np.where(accuracy(state) >= targets, 0.0, np.inf)
   taken, epoch = 0, 0
   while taken < max_steps and np.isinf(steps).any():
-    for batch in epoch_batches(relearn.arrays(), batch_size, seed=seed,
-                               epoch=epoch):
+    batches = epoch_batches(relearn.arrays(), batch_size, seed=seed, epoch=epoch)
+    for batch in logs.progress(batches, total=num_batches(len(relearn), batch_size),
+                               unit='step', desc=f'relearning epoch {epoch + 1}'):
       state = step(state, sharding.shard_batch(batch, mesh))
       taken += 1
-      reached = np.isinf(steps) & (accuracy(state) >= targets)
+      probed = accuracy(state)
+      logs.record(taken, {'probe_accuracy': np.mean(probed)}, prefix='relearn')
+      reached = np.isinf(steps) & (probed >= targets)
       steps[reached] = taken
       if taken == max_steps or not np.isinf(steps).any():
         break

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import sharding
+from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches
+from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 
@@ -86,8 +86,10 @@ def _losses(task, variables, batch):
 def example_losses(task, variables, train: Examples, *, batch_size: int,
                    mesh) -> np.ndarray:
   """Per-example loss [n] of `variables` on `train` (the task's: cross-entropy), eval mode."""
+  batches = epoch_batches(train.arrays(), batch_size, shuffle=False)
   out = [_losses(task, variables, sharding.shard_batch(b, mesh))
-         for b in epoch_batches(train.arrays(), batch_size, shuffle=False)]
+         for b in logs.progress(batches, total=num_batches(len(train), batch_size),
+                                unit='batch', desc='example losses')]
   return np.concatenate(sharding.to_host(out))[:len(train)]
 
 
@@ -117,7 +119,7 @@ def select_worst_case(task, variables: dict, train: Examples, size: int, *,
   w[initial] = 1.0
   arrays = {**train.arrays(), 'i': np.arange(n)}
   records = []
-  for epoch in range(select_epochs):
+  for epoch in logs.progress(range(select_epochs), unit='epoch', desc='worst-case selection'):
     params, model_state = split_variables(variables)
     for step in range(unlearn_steps):
       for batch in epoch_batches(arrays, batch_size, seed=seed, epoch=epoch * unlearn_steps + step):
@@ -131,5 +133,6 @@ def select_worst_case(task, variables: dict, train: Examples, size: int, *,
       w = np.asarray(project(jnp.asarray(w - w_lr * (losses + gamma * 2 * w), jnp.float64),
                              float(size)))
     records.append(float(np.sum(w * losses)))
+    logs.record(epoch + 1, {'objective': records[-1]}, prefix='worst_case')
   chosen = np.sort(np.argsort(-w, kind='stable')[:size])
   return Selection(chosen, initial, w, records)

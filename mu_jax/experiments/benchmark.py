@@ -1,23 +1,29 @@
 """Run unlearning methods on a setting and compare them with the oracle.
 
-`run_benchmark(config, workdir)` is what `experiments/benchmark.py` and the
-Colab quickstart call: it trains or loads the original and the oracle, runs
-every method in `config.methods`, and writes results.{md,csv,json} and one
-JSON per run into the request's results folder (workdir/results/<forget>/);
-trained models are cached under workdir/models/ and shared by all requests.
+`run_benchmark(config, workdir)` is what `mu-jax benchmark` and the Colab
+quickstart call: it trains or loads the original and the oracle, runs every
+method in `config.methods`, and writes a run folder
+(workdir/results/<forget>/<run id>/, see `runs`) with results.{md,csv,json},
+the forget indices, one JSON per method and the methods' loss curves; trained
+models are cached under workdir/models/ and shared by all requests.
 """
 import json
 import math
 import os
+import time
+from typing import Callable, Sequence
 
 from absl import logging
 
 from mu_jax.experiments import config_lib
 from mu_jax.errors import NonFiniteError
 from mu_jax.evaluation import avg_gap, table_columns
+from mu_jax import logs
+from mu_jax.data import save_indices
+from mu_jax.experiments import runs
 from mu_jax.experiments.results import atomic_write, write_results
 from mu_jax.methods import Context, create_method, run_method
-from mu_jax.tasks import TASKS
+from mu_jax.tasks import TASKS, Task, requires
 from mu_jax.experiments.setting import Setting, evaluate_on_setting, prepare_setting
 
 
@@ -39,19 +45,33 @@ def _row(task, name: str, metrics: dict, oracle: dict, seconds: float,
           'seconds': seconds, 'speed-up': speed_up}
 
 
-def unlearn_and_evaluate(setting: Setting, name: str, oracle_metrics: dict) -> dict:
-  """One table row for method `name`; also written to runs/<name>.json."""
-  out = unlearn(setting, name)
+def unlearn_and_evaluate(setting: Setting, name: str, oracle_metrics: dict,
+                         run_dir: str) -> dict:
+  """One table row for method `name`; also written to <run_dir>/runs/<name>.json, with the
+  method's loss curve in <run_dir>/logs/<name>/."""
+  with logs.writing_to(os.path.join(run_dir, 'logs', name)):
+    out = unlearn(setting, name)
   metrics = evaluate_on_setting(setting, out.variables, out.task)
   row = _row(setting.task, name, metrics, oracle_metrics, out.seconds,
              setting.oracle.train_seconds / out.seconds)
   row.update(steps=out.steps, **out.info)
   record = {'row': row, 'hparams': config_lib.method_hparams(setting.config, name),
             'forget': setting.config.forget, 'forget_indices': 'forget_indices.npy'}
-  atomic_write(os.path.join(setting.results_dir, 'runs', f'{name}.json'),
-               json.dumps(record, indent=2) + '\n')
+  atomic_write(os.path.join(run_dir, 'runs', f'{name}.json'), json.dumps(record, indent=2) + '\n')
   logging.info('%s: %s', name, {k: round(v, 2) for k, v in metrics.items()})
   return row
+
+
+def write_run(setting: Setting, rows: list[dict], run_dir: str, started: float) -> None:
+  """The run's tables, forget indices and provenance into its folder."""
+  save_indices(os.path.join(run_dir, 'forget_indices.npy'), setting.forget_idx)
+  write_results(rows, run_dir, extra={
+      'kind': 'benchmark', 'config': setting.config.to_dict(),
+      'forget_size': int(len(setting.forget_idx)), 'retain_size': int(len(setting.retain_idx)),
+      'test_size': int(len(setting.data.test)), 'forget_indices': 'forget_indices.npy',
+      'forget_indices_sha256': runs.indices_hash(setting.forget_idx),
+      'columns': list(table_columns(setting.task)), 'provenance': runs.provenance(started)},
+      columns=table_columns(setting.task))
 
 
 def columns(config) -> tuple[str, ...]:
@@ -59,27 +79,40 @@ def columns(config) -> tuple[str, ...]:
   return table_columns(TASKS.get(config.task))
 
 
-def run_benchmark(config, workdir: str) -> list[dict]:
-  """Original, retrain and every method of `config.methods`, as table rows."""
-  TASKS.get(config.task)              # fail on a bad name before any training
-  for name in config_lib.method_names(config):
-    create_method(name, **config_lib.method_hparams(config, name))
-  setting = prepare_setting(config, workdir)
+def check_methods(config, methods: Sequence[str]) -> Callable[[Task], None]:
+  """Fails on an unknown task, method or hyper-parameter; returns the check, run on the
+  built task before any training, that every method has the capabilities it needs."""
+  TASKS.get(config.task)
+  built = {name: create_method(name, **config_lib.method_hparams(config, name))
+           for name in methods}
+
+  def check(task: Task) -> None:
+    for name, method in built.items():
+      requires(task, name, *method.requires)
+
+  return check
+
+
+def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) -> dict:
+  """Original, retrain and every method of `methods` (default: `config.methods`) as rows.
+
+  Returns {'rows': the rows, 'directory': the run folder they were written to}.
+  """
+  started = time.time()
+  methods = config_lib.method_names(config) if methods is None else list(methods)
+  setting = prepare_setting(config, workdir, check_methods(config, methods))
   oracle = evaluate_on_setting(setting, setting.oracle.variables)
   rows = [
       _row(setting.task, 'original', evaluate_on_setting(setting, setting.original.variables),
            oracle, setting.original.train_seconds, math.nan),
       _row(setting.task, 'retrain', oracle, oracle, setting.oracle.train_seconds, 1.0),
   ]
-  for name in config_lib.method_names(config):
-    try:
-      rows.append(unlearn_and_evaluate(setting, name, oracle))
-    except NonFiniteError as e:   # one diverging method must not sink the table
-      logging.warning('%s', e)
-      rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
-  write_results(rows, setting.results_dir, extra={
-      'config': config.to_dict(), 'forget_size': int(len(setting.forget_idx)),
-      'retain_size': int(len(setting.retain_idx)), 'test_size': int(len(setting.data.test)),
-      'forget_indices': 'forget_indices.npy', 'columns': list(table_columns(setting.task))},
-      columns=table_columns(setting.task))
-  return rows
+  with runs.new_run(setting.request_dir, config) as run:
+    for name in methods:
+      try:
+        rows.append(unlearn_and_evaluate(setting, name, oracle, run.path))
+      except NonFiniteError as e:   # one diverging method must not sink the table
+        logging.warning('%s', e)
+        rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
+    write_run(setting, rows, run.path, started)
+  return {'rows': rows, 'directory': run.path}

@@ -31,11 +31,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ''                      # '' = every device on the 'data' axis
   c.forget = 'class:0'
   c.task = 'classification'        # mu_jax.tasks.TASKS: classification, regression
-  c.method = 'ft'                  # experiments/unlearn.py
-  c.methods = 'ft,ga,rl'           # experiments/benchmark.py, in table order
+  c.method = 'ft'                  # mu-jax unlearn
+  c.methods = 'ft,ga,rl'           # mu-jax benchmark, in table order
   c.data = ml_collections.ConfigDict(dict(
       source='digits', data_dir='', val_fraction=0.1, test_fraction=0.2))
-  c.model = ml_collections.ConfigDict(dict(name='mlp', kwargs=ml_collections.ConfigDict()))
+  # name: a registered model or 'package.module:ClassName' (a flax.linen.Module
+  # taking `outputs`); checkpoint: its variables trained elsewhere (an Orbax
+  # directory or a .msgpack file), used as the original instead of training one.
+  c.model = ml_collections.ConfigDict(dict(
+      name='mlp', kwargs=ml_collections.ConfigDict(), checkpoint=''))
   c.train = ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, momentum=0.9, weight_decay=0.0,
       schedule='constant', batch_size=64, epochs=10, checkpoint_every=1,

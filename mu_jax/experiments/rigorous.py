@@ -1,6 +1,6 @@
 """Rigorous evaluation: N unlearned models against N oracles, per method.
 
-`run_rigorous(config, workdir)` is what `experiments/rigorous.py` and the
+`run_rigorous(config, workdir)` is what `mu-jax rigorous` and the
 evaluation notebook call. It trains (or loads from Orbax) an ensemble of N
 originals on D (seeds seed, ..., seed + N − 1) and N oracles on D_r with the
 same seeds, all at once with vmap; runs every method of `config.methods` on
@@ -25,20 +25,21 @@ everything forgotten so far); 'corrective' (a manipulated training set, only a
 fraction of the manipulated rows forgotten; adds the attack success rate ASR
 and a 'retrain (clean)' row without any manipulated row).
 
-Results go to workdir/results/<forget>/rigorous[-<scenario>]/: results.md,
-results.json, results.csv, per-example arrays (details.npz) and PNG plots.
+Each run goes to a folder of its own, workdir/results/<forget>/rigorous[-<scenario>]/<run id>/
+(see `runs`): results.md, results.json (with the run's provenance),
+results.csv, the forget indices, per-example arrays (details.npz) and PNG plots.
 """
 import math
 import os
+import time
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from mu_jax import checkpoint, ensembles, sharding
-from mu_jax.experiments import config_lib, plots, results, scenarios
+from mu_jax.experiments import config_lib, plots, results, runs, scenarios
 from mu_jax.data import Dataset, Examples, load_dataset, save_indices, select_forget
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import challenge, klom, relearn, ulira, worst_case
@@ -380,9 +381,14 @@ def run_rigorous(config, workdir: str) -> dict:
   Returns {'rows': table rows, 'directory': where the results went, 'details':
   per-example arrays by row, 'request': the forget request's folder name}.
   """
+  started = time.time()
   rc = config.rigorous
   if rc.scenario not in SCENARIOS:
     raise MuJaxError(f'Unknown rigorous scenario {rc.scenario!r}; valid: {", ".join(SCENARIOS)}.')
+  if config.model.checkpoint:
+    raise MuJaxError('Rigorous evaluation trains its N originals from the recipe, so it cannot '
+                     f'use the model at model.checkpoint={config.model.checkpoint!r}; unset it, '
+                     'or unlearn that model with mu-jax benchmark or unlearn.')
   if rc.num_models < 4:
     raise MuJaxError(f'Rigorous evaluation needs at least 4 models per side (U-LiRA folds, the '
                      f'challenge score); got num_models={rc.num_models}.')
@@ -426,14 +432,16 @@ def run_rigorous(config, workdir: str) -> dict:
       forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
     rows, details, oracle_seconds = _standard(config, workdir, data, task, mesh, seeds,
                                               ref_seeds, data.train, forget_idx)
-  directory = os.path.join(workdir, 'results', slug,
-                           'rigorous' if rc.scenario == 'standard' else f'rigorous-{rc.scenario}')
-  save_indices(os.path.join(directory, 'forget_indices.npy'), forget_idx)
-  write_report(config, rows, details, directory, extra=dict(
-      extra, forget_size=int(len(forget_idx)), train_size=int(len(data.train)),
-      oracle_seconds=oracle_seconds, devices=jax.device_count(),
-      device_kind=jax.devices()[0].device_kind))
-  return {'rows': rows, 'directory': directory, 'details': details, 'request': slug}
+  request_dir = os.path.join(workdir, 'results', slug,
+                             'rigorous' if rc.scenario == 'standard' else f'rigorous-{rc.scenario}')
+  with runs.new_run(request_dir, config) as run:
+    save_indices(os.path.join(run.path, 'forget_indices.npy'), forget_idx)
+    write_report(config, rows, details, run.path, extra=dict(
+        extra, kind='rigorous', forget_size=int(len(forget_idx)),
+        train_size=int(len(data.train)), oracle_seconds=oracle_seconds,
+        forget_indices_sha256=runs.indices_hash(forget_idx),
+        provenance=runs.provenance(started)))
+  return {'rows': rows, 'directory': run.path, 'details': details, 'request': slug}
 
 
 # ---- report ------------------------------------------------------------------
@@ -456,8 +464,8 @@ def markdown_table(rows: list[dict]) -> str:
 def write_report(config, rows: list[dict], details: dict, directory: str, *,
                  extra: dict) -> None:
   """results.md / .json / .csv, details.npz and the PNG plots into `directory`."""
-  results.write_results(rows, directory, extra={'config': config.to_dict(), **extra},
-                        columns=columns(rows))
+  results.write_results(rows, directory, columns=columns(rows), extra={
+      'config': config.to_dict(), 'columns': columns(rows), **extra})
   arrays = {f'{name}/{key}': np.asarray(value) for name, det in details.items()
             for key, value in det.items()}
   atomic_write(os.path.join(directory, 'details.npz'),

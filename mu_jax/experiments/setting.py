@@ -4,18 +4,21 @@
 loads from the Orbax cache under the workdir) the original model on D and the
 oracle on D_r; `evaluate_on_setting` scores any variables on its splits.
 """
+import math
 import os
 import re
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
-from mu_jax import checkpoint, sharding
-from mu_jax.data import Dataset, Examples, load_dataset, save_indices, select_forget
+from mu_jax import checkpoint, logs, sharding
+from mu_jax.data import Dataset, Examples, load_dataset, select_forget
 from mu_jax.errors import MuJaxError
 from mu_jax.evaluation import evaluate_model
-from mu_jax.models import create_model
+from mu_jax.models import create_model, external
 from mu_jax.tasks import Task, create_task
 from mu_jax.train import Trained, train_model
 
@@ -35,10 +38,9 @@ class Setting(NamedTuple):
   oracle: Trained
 
   @property
-  def results_dir(self) -> str:
-    """Where this forget request's indices and results go: one folder per request."""
+  def request_dir(self) -> str:
+    """Where this forget request's runs go, each in a folder of its own (`runs.new_run`)."""
     return os.path.join(self.workdir, 'results', request_slug(self.config.forget))
-
 
 
 def request_slug(forget_spec: str) -> str:
@@ -50,9 +52,15 @@ def request_slug(forget_spec: str) -> str:
 
 
 def model_recipe(config) -> dict:
-  """The parts of a config that determine a trained model (its cache key)."""
-  return {'data': config.data.to_dict(), 'model': config.model.to_dict(),
-          'train': config.train.to_dict(), 'seed': config.seed}
+  """The parts of a config that determine a trained model (its cache key).
+
+  `model.checkpoint` is left out: it replaces the original, never changes how
+  a model is trained, so the oracles of every checkpoint of one architecture
+  are one cached model.
+  """
+  model = {k: v for k, v in config.model.to_dict().items() if k != 'checkpoint'}
+  return {'data': config.data.to_dict(), 'model': model, 'train': config.train.to_dict(),
+          'seed': config.seed}
 
 
 def build_task(config, data: Dataset) -> Task:
@@ -61,46 +69,77 @@ def build_task(config, data: Dataset) -> Task:
   if name != data.task:
     raise MuJaxError(f'The {name} task cannot use {data.name}, a {data.task} data set; '
                      f'set task={data.task} or pick a {name} data set.')
-  model = create_model(config.model.name, data.outputs, **config.model.kwargs.to_dict())
+  kwargs = config.model.kwargs.to_dict()
+  if external.is_import_path(config.model.name):
+    kwargs = external.fitting_kwargs(config.model.name, kwargs)
+  model = create_model(config.model.name, data.outputs, **kwargs)
   return create_task(name, model, data.train['x'].shape[1:], data.outputs)
 
 
 def train_or_load(config, task: Task, data: Examples, *, role: str, key_payload,
                   workdir: str, mesh) -> Trained:
-  """Returns the cached model for this recipe, training (or resuming) it if needed."""
+  """Returns the cached model for this recipe, training (or resuming) it if needed.
+
+  Its training curves go to `logs/` beside the checkpoint (`mu_jax.logs`).
+  """
   directory = os.path.join(workdir, 'models', f'{role}-{checkpoint.config_key(key_payload)}')
   store = checkpoint.CheckpointStore(directory)
   try:
-    trained = train_model(task, config.train, data, seed=config.seed, mesh=mesh,
-                          store=store, name=role)
+    with logs.writing_to(os.path.join(directory, 'logs')):
+      trained = train_model(task, config.train, data, seed=config.seed, mesh=mesh,
+                            store=store, name=role)
   finally:
     store.close()
   return trained._replace(directory=directory)
 
 
-def prepare_setting(config, workdir: str) -> Setting:
-  """Loads data, selects D_f, and trains or loads the original and the oracle."""
+def load_original(path: str, task: Task, *, seed: int, key_payload, workdir: str) -> Trained:
+  """The original model trained outside mu_jax, from its variables at `path`.
+
+  It was not trained here: its train_seconds are NaN ('—' in the tables; the
+  speed-up column divides by the oracle's time only) and its epochs 0. The
+  statistics methods cache beside it go to a folder keyed by its weights, so
+  a file rewritten in place never reuses another model's.
+  """
+  variables = checkpoint.load_variables(path, task.init(jax.random.PRNGKey(seed)))
+  weights = jax.tree.leaves(sharding.to_host(variables))
+  key = checkpoint.config_key(dict(key_payload, weights=weights))
+  logging.info('original: the variables in %s (not trained here)', path)
+  return Trained(variables, math.nan, 0, os.path.join(workdir, 'models', f'original-{key}'))
+
+
+def prepare_setting(config, workdir: str,
+                    check: Callable[[Task], None] | None = None) -> Setting:
+  """Loads data, selects D_f, and trains or loads the original and the oracle.
+
+  With `config.model.checkpoint` set, the original is the model saved there
+  (trained elsewhere); the oracle is still trained on D_r with the config's recipe.
+  `check(task)` runs before any training, to refuse what cannot run on the task.
+  """
   mesh = sharding.make_mesh(config.mesh)
   data = load_dataset(config.data.source, data_dir=config.data.data_dir or None,
                       seed=config.seed, val_fraction=config.data.val_fraction,
                       test_fraction=config.data.test_fraction)
   task = build_task(config, data)
+  if check is not None:
+    check(task)
   num_classes = data.outputs if data.task == 'classification' else 0
   forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
   retain_idx = np.setdiff1d(np.arange(len(data.train)), forget_idx)
   recipe = model_recipe(config)
-  original = train_or_load(config, task, data.train, role='original',
-                           key_payload=recipe, workdir=workdir, mesh=mesh)
+  if config.model.checkpoint:
+    original = load_original(config.model.checkpoint, task, seed=config.seed,
+                             key_payload=recipe, workdir=workdir)
+  else:
+    original = train_or_load(config, task, data.train, role='original',
+                             key_payload=recipe, workdir=workdir, mesh=mesh)
   retain = data.train.take(retain_idx)
   forget = data.train.take(forget_idx)
   oracle = train_or_load(config, task, retain, role='oracle',
                          key_payload=dict(recipe, forget=forget_idx), workdir=workdir,
                          mesh=mesh)
-  setting = Setting(config, workdir, data, task, mesh, forget_idx, retain_idx, forget, retain,
-                    original, oracle)
-  if sharding.is_primary():   # multi-host: one process writes files
-    save_indices(os.path.join(setting.results_dir, 'forget_indices.npy'), forget_idx)
-  return setting
+  return Setting(config, workdir, data, task, mesh, forget_idx, retain_idx, forget, retain,
+                 original, oracle)
 
 
 def evaluate_on_setting(setting: Setting, variables, task: Task | None = None) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
+from mu_jax import logs
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables
 
@@ -73,7 +74,7 @@ def _mean(acc, weight):
 def mean_gradient(loss_fn: LossFn, params, model_state, batches: Iterable[dict]):
   """∇ of the mean loss over all (weighted) examples of `batches`, on device."""
   acc, weight = _zeros(params), jnp.zeros((), jnp.float32)
-  for batch in batches:
+  for batch in logs.progress(batches, unit='batch', desc='mean gradient'):
     acc, weight = _grad_sum(loss_fn, params, model_state, batch, acc, weight)
   return _mean(acc, weight)
 
@@ -112,7 +113,7 @@ def conjugate_gradient(hvp_fn: Callable, b, *, damping: float = 0.0,
   p = r
   rs = _vdot(r, r)
   threshold = tol**2 * float(rs)
-  for _ in range(max_iters):
+  for _ in logs.progress(range(max_iters), unit='product', desc='conjugate gradient'):
     if float(rs) <= threshold:
       break
     ap = matvec(p)
@@ -137,7 +138,7 @@ def lissa(hvp_fn: Callable, b, *, damping: float = 0.01, scale: float = 25.0,
   stochastic estimator.
   """
   h = b
-  for _ in range(depth):
+  for _ in logs.progress(range(depth), unit='product', desc='LiSSA'):
     h = _lissa_step(b, h, hvp_fn(h), damping, scale)
   return _divide(h, scale)
 

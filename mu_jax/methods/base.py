@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import sharding
+from mu_jax import logs, sharding
 from mu_jax.data import Examples, concat
-from mu_jax.data.batching import epoch_batches
+from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.tasks import Task, requires
 
@@ -56,6 +56,12 @@ class Context(NamedTuple):
                              np.zeros(len(self.retain), np.float32)])
       return {**concat(self.forget, self.retain).arrays(), 'f': flag}
     raise MuJaxError(f'Unknown stream source {source!r}; valid: {", ".join(SOURCES)}.')
+
+  def num_rows(self, source: str) -> int:
+    """Rows of a stream, counted without building its arrays (0 for an unknown one,
+    which `arrays` refuses)."""
+    return {'forget': len(self.forget), 'retain': len(self.retain),
+            'union': len(self.forget) + len(self.retain)}.get(source, 0)
 
   def batches(self, source: str, batch_size: int, *, epoch: int = 0,
               shuffle: bool = True) -> Iterator[dict]:
@@ -103,6 +109,13 @@ def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:
   return ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch)
 
 
+def epoch_length(method: Method, ctx: Context) -> int | None:
+  """Batches per epoch of the method's stream; None for its own schedule (unknown ahead)."""
+  if method.batches:
+    return None
+  return num_batches(ctx.num_rows(method.stream.source), method.stream.batch_size)
+
+
 class Unlearned(NamedTuple):
   variables: dict
   seconds: float   # wall time of prepare + all updates, compilation included
@@ -125,19 +138,30 @@ def drive(method: Method, ctx: Context, state, step: Callable, name: str,
   `step(state, batch) -> (state, loss)` is one update (of one model, of a
   vmapped ensemble, or of each member in turn). One-shot methods (stream
   'none') take a single step on None; iterative ones one per batch of each
-  epoch, and a non-finite loss in an epoch stops the run.
+  epoch, and a non-finite loss in an epoch stops the run. Each epoch's losses
+  are fetched once at its end and recorded as 'unlearn/loss' per update (the
+  members' mean for an ensemble) to the current metric writer.
   """
   if method.stream.source == 'none':
     return step(state, None)[0], 1
-  steps = 0
-  for epoch in range(method.stream.epochs):
+  steps, epochs = 0, method.stream.epochs
+  for epoch in range(epochs):
     losses = []
-    for batch in epoch_stream(method, ctx, epoch):
+    for batch in logs.progress(epoch_stream(method, ctx, epoch), total=epoch_length(method, ctx),
+                               unit='batch', desc=f'{name} epoch {epoch + 1}/{epochs}'):
       state, loss = step(state, batch)
       losses.append(loss)
       steps += 1
+    _record_losses(steps - len(losses) + 1, losses)
     check_finite(losses, f'The {name} loss in epoch {epoch + 1}{where}')
   return state, steps
+
+
+def _record_losses(first_step: int, losses: list) -> None:
+  """Records each update's loss (the mean over ensemble members), fetched together."""
+  for i, loss in enumerate(sharding.to_host(losses)):
+    if jax.tree.leaves(loss):   # None: the method's update reports no loss
+      logs.record(first_step + i, {'loss': np.mean(jax.tree.leaves(loss))}, prefix='unlearn')
 
 
 def run_method(method: Method, variables: dict, ctx: Context, name: str = 'method') -> Unlearned:

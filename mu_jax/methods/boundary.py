@@ -8,7 +8,7 @@ boundary_shrink: each forget image x is pushed by one FGSM step (ℓ∞ radius
   fine-tuned with cross-entropy of the clean x towards that label, so the
   forget class's decision space shrinks into its neighbours.
 boundary_expand: a shadow class is added (one more head output, weights
-  N(0, 10⁻³²) and bias 0 like the reference's `init_params`), the widened
+  standard deviation 10⁻³ and bias 0 like the reference's `init_params`), the widened
   model is fine-tuned to put every forget image in the shadow class, and the
   shadow output is pruned: the result has the original architecture.
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mu_jax import sharding
+from mu_jax import logs, sharding
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
 from mu_jax.methods import cache
@@ -205,7 +205,7 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   floor = _accuracy(ctx, variables, 'retain', batch_size) - retain_tolerance
   probe = ctx._replace(forget=held_out)
   trials = []
-  for alpha in sorted(alphas, reverse=True):
+  for alpha in logs.progress(sorted(alphas, reverse=True), unit='alpha', desc='SSD α selection'):
     dampened, selected = _dampen(params, i_d, i_f, eligible, alpha=float(alpha),
                                  dampening=float(dampening_constant))
     candidate = merge_variables(dampened, model_state)

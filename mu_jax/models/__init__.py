@@ -7,6 +7,8 @@ predictions). So `variables['params']['head']` is always the last layer, and
 `variables['params']['backbone']` everything before it, which the
 frozen-backbone methods (analytic heads, last-layer fine-tuning) rely on.
 What the outputs mean is the task's business (`mu_jax.tasks`).
+A model trained elsewhere is named by its import path instead
+('package.module:ClassName', see `mu_jax.models.external`).
 """
 from typing import Any, Callable, NamedTuple
 
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mu_jax.models import cnn
+from mu_jax.models import external
 from mu_jax.models import mlp
 from mu_jax.models import resnet
 from mu_jax.registry import Registry
@@ -30,7 +33,8 @@ class Model(NamedTuple):
     new_model_state is {'batch_stats': ...} for a model with BatchNorm when
     train is True, else {}.
   penultimate(variables, x) -> eval-mode float32 features [N, D], the input
-    of the 'head' Dense layer.
+    of the 'head' Dense layer; None when the model does not expose them (then
+    the task has no linear head for the methods that need one).
   activations(variables, x, train) -> (outputs, new_model_state, [a_l]): apply
     plus the outputs a_l of the backbone's direct sub-modules (its layers or
     blocks), for methods that align layer activations (Blindspot); None when
@@ -39,7 +43,7 @@ class Model(NamedTuple):
   name: str
   init: Callable[[jax.Array, jax.Array], Variables]
   apply: Callable[[Variables, jax.Array, bool], tuple[jax.Array, Variables]]
-  penultimate: Callable[[Variables, jax.Array], jax.Array]
+  penultimate: Callable[[Variables, jax.Array], jax.Array] | None
   activations: Callable | None = None
 
 
@@ -126,7 +130,11 @@ def _resnet18(outputs: int, width: int = 64,
 
 
 def create_model(name: str, outputs: int, **kwargs) -> Model:
-  """The registered model `name` with `outputs` head units; an unknown name lists the valid ones."""
+  """The registered model `name`, or the Flax module class at the import path
+  'package.module:ClassName', with `outputs` head units; an unknown name lists
+  the valid ones."""
+  if external.is_import_path(name):
+    return Model(name, *external.model_functions(name, outputs, **kwargs))
   return MODELS.get(name)(outputs=outputs, **kwargs)
 
 

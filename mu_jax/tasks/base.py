@@ -144,6 +144,10 @@ def requires(task: Task, method: str, *capabilities: str) -> None:
     if capability not in task.capabilities:
       raise MuJaxError(f'Method {method!r} needs {capability}, which the {task.name} '
                        'task does not have; pick another method or task.')
+    if capability == LINEAR_HEAD and task.model.penultimate is None:
+      raise MuJaxError(f'Method {method!r} needs {capability}, which model '
+                       f'{task.model.name!r} does not expose (it has no features(x) method '
+                       "returning the input of a final Dense layer 'head'); pick another method.")
 
 
 def mean_of(name: str, scale: float = 1.0) -> Callable[[dict], float]:

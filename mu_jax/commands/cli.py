@@ -1,4 +1,8 @@
-"""What the absl mains share: the config and workdir flags, clean errors, multi-host start.
+"""What the absl commands share: the config and workdir flags, clean errors, multi-host start.
+
+--config takes a config module (`mu_jax.configs.digits_mlp`) or a path to a
+config file (`configs/digits_mlp.py`), either optionally followed by
+":key=value,..." arguments for its get_config(arg).
 
 Multi-host (TPU pods, GPU clusters): start the same command on every host with
 --multihost (or MU_JAX_MULTIHOST=1). `jax.distributed.initialize` then runs
@@ -8,6 +12,7 @@ The default mesh then spans every host's devices; only process 0 logs at INFO,
 prints, and writes results, while Orbax coordinates the checkpoints, which
 every process saves together.
 """
+import importlib.util
 import os
 import sys
 from typing import Callable
@@ -20,8 +25,8 @@ from mu_jax import sharding
 from mu_jax.errors import MuJaxError
 
 CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Path to a configs/*.py file, optionally with ":key=value,..." '
-    'arguments for its get_config(arg).', lock_config=True)
+    'config', None, 'A config module (mu_jax.configs.digits_mlp) or file (configs/digits_mlp.py), '
+    'optionally with ":key=value,..." arguments for its get_config(arg).', lock_config=True)
 WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for cached models and results; defaults to '
     'runs/<config file name>.')
@@ -37,8 +42,8 @@ PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_addres
 
 
 def default_workdir(config_argument: str) -> str:
-  """runs/<config name> for 'configs/<name>.py[:key=value,...]': one per config file,
-  so every forget request of a config shares its cached models."""
+  """runs/<config name> for 'configs/<name>.py[:key=value,...]' (after `resolve_config`):
+  one per config file, so every forget request of a config shares its cached models."""
   path = config_argument.split(':')[0]
   return os.path.join('runs', os.path.splitext(os.path.basename(path))[0])
 
@@ -65,7 +70,7 @@ def _config_errors(action: Callable):
     _fail(str(e))
   except OSError as e:
     _fail(f'Cannot load the config file ({_one_line(e).split(" Attempted")[0]}); '
-          'pass an existing configs/*.py file to --config.')
+          'pass a config module or an existing config file to --config.')
   except KeyError as e:
     _fail(f'The config has no key {_one_line(e.args[0])}; check the override '
           'against the config file.')
@@ -89,16 +94,17 @@ def start_distributed() -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def run(main: Callable[[], None]) -> None:
+def run(main: Callable[[], None], *, needs_config: bool = True) -> None:
   """Runs `main` under absl; a MuJaxError becomes one line on stderr and exit 1."""
 
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-    if CONFIG.value is None:
-      raise app.UsageError('--config is required, e.g. --config=configs/digits_mlp.py')
-    # A config file that failed to load leaves a placeholder that raises on use.
-    _config_errors(lambda: CONFIG.value.keys())
+    if needs_config:
+      if CONFIG.value is None:
+        raise app.UsageError('--config is required, e.g. --config=mu_jax.configs.digits_mlp')
+      # A config file that failed to load leaves a placeholder that raises on use.
+      _config_errors(lambda: CONFIG.value.keys())
     logging.set_verbosity(logging.INFO)
     # Orbax logs every save step at INFO; keep the console to mu_jax's progress.
     logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
@@ -112,10 +118,28 @@ def run(main: Callable[[], None]) -> None:
   app.run(wrapped, flags_parser=_parse_flags)
 
 
+def resolve_config(value: str) -> str:
+  """A --config value with a module name ('mu_jax.configs.x:arg') turned into its file's path."""
+  target, colon, arg = value.partition(':')
+  if os.path.isfile(target):
+    return value
+  example = 'e.g. --config=mu_jax.configs.digits_mlp or --config=path/to/config.py'
+  if target.endswith('.py') or os.sep in target:
+    _fail(f'Config file {target} does not exist; pass a config module or file, {example}.')
+  try:
+    spec = importlib.util.find_spec(target)
+  except (ImportError, ValueError):
+    spec = None
+  if spec is None or not (spec.origin or '').endswith('.py'):
+    _fail(f'Config module {target} cannot be imported; pass a config module or file, {example}.')
+  return spec.origin + colon + arg
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  for arg in argv:
+  argv = list(argv)
+  for i, arg in enumerate(argv):
     if arg.startswith('--config='):
-      path = arg.split('=', 1)[1].split(':', 1)[0]
-      if not os.path.isfile(path):
-        _fail(f'Config file {path} does not exist; pass one of configs/*.py to --config.')
+      argv[i] = '--config=' + resolve_config(arg.split('=', 1)[1])
+    elif arg == '--config' and i + 1 < len(argv):
+      argv[i + 1] = resolve_config(argv[i + 1])
   return _config_errors(lambda: flags.FLAGS(argv))

@@ -1,0 +1,4 @@
+"""`python -m mu_jax <command> ...`: the same as the `mu-jax` command."""
+from mu_jax.commands import main
+
+main()

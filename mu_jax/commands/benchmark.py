@@ -1,0 +1,27 @@
+"""`mu-jax benchmark`: original, oracle and every method of config.methods, as one table.
+
+  mu-jax benchmark --config=mu_jax.configs.digits_mlp
+  mu-jax benchmark --config=mu_jax.configs.fashion_mnist_cnn:forget=random:0.1
+"""
+import time
+
+from mu_jax.commands import cli
+from mu_jax.experiments.benchmark import columns, run_benchmark
+from mu_jax.experiments.results import markdown_table
+
+
+def main():
+  began = time.perf_counter()
+  config, workdir = cli.CONFIG.value, cli.workdir()
+  result = run_benchmark(config, workdir)
+  print(f'\n{config.data.source} / {config.model.name} / forget={config.forget}\n')
+  print(markdown_table(result['rows'], columns(config)))
+  print(f"\nwall time {time.perf_counter() - began:.1f}s; results in {result['directory']}/")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
