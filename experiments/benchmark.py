@@ -1,5 +1,5 @@
 """`mu-jax benchmark` from a checkout: python experiments/benchmark.py --config=configs/<name>.py[:args]"""
-from mu_jax.commands import benchmark
+from mu_jax.commands import cli, benchmark
 
 if __name__ == '__main__':
-  benchmark.run()
+  cli.run(benchmark.main)

@@ -1,5 +1,5 @@
 """`mu-jax rigorous` from a checkout: python experiments/rigorous.py --config=configs/<name>.py[:args]"""
-from mu_jax.commands import rigorous
+from mu_jax.commands import cli, rigorous
 
 if __name__ == '__main__':
-  rigorous.run()
+  cli.run(rigorous.main)

@@ -1,5 +1,5 @@
 """`mu-jax ssd-alpha` from a checkout: python experiments/ssd_alpha.py --config=configs/<name>.py[:args]"""
-from mu_jax.commands import ssd_alpha
+from mu_jax.commands import cli, ssd_alpha
 
 if __name__ == '__main__':
-  ssd_alpha.run()
+  cli.run(ssd_alpha.main)

@@ -1,5 +1,5 @@
 """`mu-jax train` from a checkout: python experiments/train.py --config=configs/<name>.py[:args]"""
-from mu_jax.commands import train
+from mu_jax.commands import cli, train
 
 if __name__ == '__main__':
-  train.run()
+  cli.run(train.main)

@@ -1,5 +1,5 @@
 """`mu-jax unlearn` from a checkout: python experiments/unlearn.py --config=configs/<name>.py[:args]"""
-from mu_jax.commands import unlearn
+from mu_jax.commands import cli, unlearn
 
 if __name__ == '__main__':
-  unlearn.run()
+  cli.run(unlearn.main)

@@ -8,6 +8,8 @@ Each command is also a module of its own: `python -m mu_jax.commands.benchmark`.
 import importlib
 import sys
 
+from mu_jax.commands import cli
+
 COMMANDS = {
     'train': 'train (or load) the original model and the oracle, and evaluate both',
     'unlearn': 'run one method (config.method) beside the original and the oracle',
@@ -37,4 +39,4 @@ def main() -> None:
     sys.exit(2)
   module = importlib.import_module(f'mu_jax.commands.{command.replace("-", "_")}')
   sys.argv = [f'mu-jax {command}', *sys.argv[2:]]
-  module.run()
+  cli.run(module.main, needs_config=getattr(module, 'NEEDS_CONFIG', True))

@@ -11,17 +11,13 @@ from mu_jax.experiments.results import markdown_table
 
 
 def main():
-  began = time.perf_counter()
+  began = time.time()
   config, workdir = cli.CONFIG.value, cli.workdir()
   result = run_benchmark(config, workdir)
   print(f'\n{config.data.source} / {config.model.name} / forget={config.forget}\n')
   print(markdown_table(result['rows'], columns(config)))
-  print(f"\nwall time {time.perf_counter() - began:.1f}s; results in {result['directory']}/")
-
-
-def run():
-  cli.run(main)
+  cli.print_done(began, result['directory'])
 
 
 if __name__ == '__main__':
-  run()
+  cli.run(main)

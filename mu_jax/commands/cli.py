@@ -13,6 +13,7 @@ prints, and writes results, while Orbax coordinates the checkpoints, which
 every process saves together.
 """
 import importlib.util
+import time
 import os
 import sys
 from typing import Callable
@@ -116,6 +117,12 @@ def run(main: Callable[[], None], *, needs_config: bool = True) -> None:
       _fail(str(e))
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def print_done(began: float, directory: str) -> None:
+  """The last line of a command that wrote a run: its wall time (since `began`, a
+  time.time()) and its folder."""
+  print(f'\nwall time {time.time() - began:.1f}s; results in {directory}/')
 
 
 def resolve_config(value: str) -> str:

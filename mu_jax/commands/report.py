@@ -12,6 +12,7 @@ from absl import flags
 from mu_jax.commands import cli
 from mu_jax.experiments import report
 
+NEEDS_CONFIG = False
 STORE = flags.DEFINE_string('runs', 'docs/runs', "Folder of runs' JSON, one sub-folder per page.")
 OUT = flags.DEFINE_string('out', 'docs', 'Where results/<page>.md and leaderboard.md go.')
 ADD = flags.DEFINE_multi_string('add', [], 'Run folder (or its results.json) to copy into '
@@ -27,9 +28,5 @@ def main():
     print(f'wrote {path}')
 
 
-def run():
-  cli.run(main, needs_config=False)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run(main, needs_config=NEEDS_CONFIG)

@@ -10,19 +10,15 @@ from mu_jax.experiments.rigorous import markdown_table, run_rigorous
 
 
 def main():
-  began = time.perf_counter()
+  began = time.time()
   config, workdir = cli.CONFIG.value, cli.workdir()
   result = run_rigorous(config, workdir)
   rc = config.rigorous
   print(f"\n{config.data.source} / {config.model.name} / request {result['request']} / "
         f'scenario={rc.scenario} / {rc.num_models} models per side\n')
   print(markdown_table(result['rows']))
-  print(f"\nwall time {time.perf_counter() - began:.1f}s; results in {result['directory']}/")
-
-
-def run():
-  cli.run(main)
+  cli.print_done(began, result['directory'])
 
 
 if __name__ == '__main__':
-  run()
+  cli.run(main)

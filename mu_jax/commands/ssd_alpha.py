@@ -59,9 +59,5 @@ def main():
   print(f'\nalpha = {chosen.alpha} ({goal})')
 
 
-def run():
-  cli.run(main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run(main)

@@ -15,9 +15,5 @@ def main():
   print(markdown_table(rows, columns(config)[:-3]))
 
 
-def run():
-  cli.run(main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run(main)
