@@ -20,11 +20,6 @@ import sys
 import time
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from google.protobuf import struct_pb2
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.hparams import metadata as hparams_metadata
-from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tqdm import tqdm
 
 from mu_jax import sharding
@@ -59,11 +54,14 @@ class MetricWriter:
 
   def _open(self):
     if self._events is None:
+      # tensorboard is imported at the first write: importing the library stays fast.
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
       self._events = EventFileWriter(self.logdir, flush_secs=FLUSH_SECS)
       self._jsonl = open(os.path.join(self.logdir, JSONL), 'a', buffering=1)
     return self._events, self._jsonl
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
     events, jsonl = self._open()
     step, scalars = int(step), {name: float(value) for name, value in scalars.items()}
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=value)
@@ -74,6 +72,9 @@ class MetricWriter:
 
   def write_hparams(self, hparams: Mapping[str, bool | int | float | str]) -> None:
     """The run's hyper-parameters, for TensorBoard's HParams dashboard."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2
     info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
     for name, value in hparams.items():
       info.hparams[name].CopyFrom(_hparam_value(value))
@@ -95,8 +96,9 @@ class MetricWriter:
       self._events = self._jsonl = None
 
 
-def _hparam_value(value) -> struct_pb2.Value:
-  """A bool, a number, or else a string: the types the HParams dashboard shows."""
+def _hparam_value(value):
+  """A protobuf Value of a bool, a number, or else a string: what the HParams dashboard shows."""
+  from google.protobuf import struct_pb2
   if isinstance(value, bool):
     return struct_pb2.Value(bool_value=value)
   if isinstance(value, (int, float)):

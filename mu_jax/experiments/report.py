@@ -33,7 +33,8 @@ PAGE_NOTES = {
     'fashion-mnist': "Read from Debian's `dataset-fashion-mnist` IDX files.",
 }
 REFERENCES = ('original', 'retrain')   # rows that frame the methods, not entries
-HEADLINE = re.compile(r'(<!-- report: (\S+) (\S+) -->\n).*?(<!-- end of report -->)', re.S)
+HEADLINE = re.compile(r'(<!-- report: (\S+) (\S+)(?: (\S+))? -->\n).*?(<!-- end of report -->)',
+                      re.S)
 
 
 def dataset_name(run: dict) -> str:
@@ -206,20 +207,26 @@ def render_leaderboard(pages: dict[str, list[dict]]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def render_headline(pages: dict[str, list[dict]], page: str, forget: str) -> str:
-  """The README's small table: the first benchmark run of `page` with request `forget`."""
+def render_headline(pages: dict[str, list[dict]], page: str, forget: str,
+                    methods: str | None = None) -> str:
+  """The README's small table: the first benchmark run of `page` with request `forget`,
+  its reference rows and the comma-separated `methods` (default: all), in that order."""
   for run in pages.get(page, []):
     if run.get('kind', 'benchmark') == 'benchmark' and run['config']['forget'] == forget:
       columns = [c for c in run.get('columns', TABLE_COLUMNS) if c not in ('speed-up',)]
-      return markdown_table(run['rows'], columns) + '\n'
+      rows = run['rows']
+      if methods:
+        by_name = {row['method']: row for row in rows}
+        rows = [by_name[m] for m in (*REFERENCES, *methods.split(',')) if m in by_name]
+      return markdown_table(rows, columns) + '\n'
   raise MuJaxError(f'The README asks for a headline from {page} forget={forget}, which no run '
                    'in the store has; add such a run or change the marker.')
 
 
 def update_readme(text: str, pages: dict[str, list[dict]]) -> str:
-  """The README with every '<!-- report: PAGE FORGET -->' block regenerated."""
-  return HEADLINE.sub(lambda m: m.group(1) + render_headline(pages, m.group(2), m.group(3))
-                      + m.group(4), text)
+  """The README with every '<!-- report: PAGE FORGET [METHODS] -->' block regenerated."""
+  return HEADLINE.sub(lambda m: m.group(1) + render_headline(pages, *m.group(2, 3, 4))
+                      + m.group(5), text)
 
 
 def render(store: str, readme_text: str | None = None) -> dict[str, str]:
