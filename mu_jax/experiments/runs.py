@@ -48,12 +48,14 @@ def new_run(request_dir: str, config) -> Iterator[RunFolder]:
   """A folder for one run, renamed to its run id when the block ends without an error.
 
   A block that raises leaves nothing behind; a killed process leaves only a
-  hidden `.<id>.<pid>.partial` folder, which no reader takes for a run.
+  hidden `.<id>.<pid>.partial` folder, which no reader takes for a run and
+  the next run removes.
   """
   name = run_id(config)
   folder = RunFolder(os.path.join(request_dir, f'.{name}.{os.getpid()}.partial'))
   primary = sharding.is_primary()
   if primary:
+    remove_abandoned(request_dir)
     os.makedirs(folder.path)
   try:
     yield folder
@@ -65,16 +67,38 @@ def new_run(request_dir: str, config) -> Iterator[RunFolder]:
     folder.path = _publish(request_dir, folder.path, name)
 
 
+def remove_abandoned(request_dir: str) -> list[str]:
+  """Removes the partial runs whose process is gone (killed); returns their names."""
+  removed = []
+  for entry in os.listdir(request_dir) if os.path.isdir(request_dir) else []:
+    parts = entry.split('.')
+    if entry.startswith('.') and entry.endswith('.partial') and parts[-2].isdigit():
+      if not _alive(int(parts[-2])):
+        shutil.rmtree(os.path.join(request_dir, entry), ignore_errors=True)
+        removed.append(entry)
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:   # another user's live process
+    return True
+  return True
+
+
 def _publish(request_dir: str, temporary: str, name: str) -> str:
   """Renames the finished run into place under a free name, then points `latest` at it."""
   for attempt in range(1000):
     final = os.path.join(request_dir, name if attempt == 0 else f'{name}-{attempt + 1}')
     try:
-      os.rename(temporary, final)   # fails on an existing non-empty folder: try the next name
+      os.mkdir(final)   # claims the name: exactly one process creates it
       break
-    except OSError:
-      if not os.path.exists(final):
-        raise
+    except FileExistsError:
+      continue
+  os.rename(temporary, final)   # replaces the empty folder just claimed, atomically
   link = os.path.join(request_dir, f'.{LATEST}.{os.getpid()}')
   if os.path.lexists(link):
     os.remove(link)
