@@ -58,6 +58,15 @@ class BenchmarkTest(parameterized.TestCase):
     saved = json.loads(self.first_json)
     self.assertEqual(saved['forget_indices_sha256'],
                      hashlib.sha256(forget.astype(np.int64).tobytes()).hexdigest())
+    # Loss curves: the cached models' training and each iterative method's updates.
+    for folder in [os.path.join(self.workdir, 'models', m, 'logs')
+                   for m in os.listdir(os.path.join(self.workdir, 'models'))] + [
+                       os.path.join(self.results, 'logs', name) for name in ('ft', 'ga', 'rl')]:
+      files = os.listdir(folder)
+      self.assertTrue(any(f.startswith('events.out.tfevents.') for f in files), folder)
+      with open(os.path.join(folder, 'metrics.jsonl')) as f:
+        names = {json.loads(line)['name'] for line in f}
+      self.assertTrue({'train/loss', 'unlearn/loss'} & names, folder)
     prov = saved['provenance']
     self.assertStartsWith(prov['command'], 'mu-jax benchmark --config=mu_jax.configs.digits_mlp')
     self.assertEqual(prov['packages']['jax'], jax.__version__)
