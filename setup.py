@@ -2,7 +2,9 @@
 
 Dependency ranges here (Colab and clusters bring their own JAX); the exact
 versions the test suite runs against are in constraints.txt, which
-`make setup` applies: pip install -c constraints.txt -e '.[test]'.
+`make setup` applies: pip install -c constraints.txt -e '.[test]'. Each lower
+bound is the lowest version the tests pass with: constraints-lowest.txt pins
+them all.
 """
 from setuptools import find_packages, setup
 
@@ -16,21 +18,21 @@ setup(
     packages=find_packages(include=['mu_jax', 'mu_jax.*']),
     python_requires='>=3.11',
     install_requires=[
-        'jax>=0.7',                  # jax.shard_map, jax.make_mesh
+        'jax>=0.8.1',                # @jax.jit(static_argnums=...) decorator factory
         'flax>=0.10',
         'optax>=0.2.4',
-        'orbax-checkpoint>=0.11',
-        'tensorflow-datasets>=4.9.7',
+        'orbax-checkpoint>=0.11.22',  # metadata().item_metadata; Layout API of jax>=0.7
+        'tensorflow-datasets>=4.9.10',  # no TensorFlow on a missing data set; protobuf 7
         'array_record>=0.5',         # tfds' ArrayRecord files (tfds.testing.mock_data)
         'ml_collections>=1.0',
         'chex>=0.1.90',
         'absl-py>=2.1',
-        'numpy>=1.26',
+        'numpy>=2.0',                # jax>=0.8.1 needs it
         'scipy>=1.13',
         'scikit-learn>=1.5',
-        'matplotlib>=3.8',
+        'matplotlib>=3.8.4',         # first without numpy<2
         'tqdm>=4.66',
-        'tensorboard>=2.14',         # event files of the loss curves, without TensorFlow
+        'tensorboard>=2.17.1',       # event files without TensorFlow; numpy 2
     ],
     extras_require={
         'test': [
