@@ -142,7 +142,7 @@ def provenance_line(run: dict) -> str:
       '+dirty' if (prov.get('git_commit') or '').endswith('+dirty') else '')
   return (f"`{prov['command']}` · {prov['date'][:10]} · commit {commit} · "
           f"{m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), {m['backend']} × "
-          f"{m['devices']}, load {m['load_average'][0]} · JAX {prov['packages']['jax']}, "
+          f"{m['devices']}, load {'/'.join(map(str, m['load_average']))} (1/5/15 min) · JAX {prov['packages']['jax']}, "
           f"Flax {prov['packages']['flax']} · {prov['seconds']:.0f} s in all")
 
 
