@@ -12,7 +12,7 @@ import numpy as np
 
 from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches
 from mu_jax.ensembles import ensemble_apply
 
 
@@ -51,7 +51,7 @@ def ensemble_outputs(task, stacked, split: Examples, *, batch_size: int, mesh) -
   stacked = sharding.replicate(stacked, mesh)
   batches = epoch_batches({k: split[k] for k in task.keys}, batch_size, shuffle=False)
   parts = [_statistics(task, stacked, sharding.shard_batch(batch, mesh))
-           for batch in logs.progress(batches, total=num_batches(n, batch_size), unit='batch',
+           for batch in logs.progress(batches, unit='batch',
                                       desc=f'ensemble of {num_members} statistics')]
   host = sharding.to_host(parts)
   return Outputs(*(np.concatenate(field, axis=1)[:, :n] for field in zip(*host)))

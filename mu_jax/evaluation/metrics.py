@@ -10,7 +10,7 @@ import numpy as np
 
 from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches
 
 
 @jax.jit(static_argnums=0)
@@ -25,8 +25,7 @@ def predict_outputs(task, variables, examples: Examples, *, batch_size: int,
   inputs = {k: examples[k] for k in task.keys if k in examples}
   batches = epoch_batches(inputs, batch_size, shuffle=False)
   outputs = [_forward(task, variables, sharding.shard_batch(batch, mesh))
-             for batch in logs.progress(batches, total=num_batches(len(examples), batch_size),
-                                        unit='batch', desc='predicting')]
+             for batch in logs.progress(batches, unit='batch', desc='predicting')]
   if not outputs:
     shape = jax.eval_shape(_forward, task, variables, {k: v[:1] for k, v in inputs.items()})
     return np.zeros((0, *shape.shape[1:]), np.float32)

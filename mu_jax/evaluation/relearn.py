@@ -20,7 +20,7 @@ import numpy as np
 
 from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 from mu_jax.optim import make_optimizer
@@ -113,8 +113,7 @@ def relearn_steps(task, stacked: dict, relearn: Examples, probe: Examples,
   taken, epoch = 0, 0
   while taken < max_steps and np.isinf(steps).any():
     batches = epoch_batches(relearn.arrays(), batch_size, seed=seed, epoch=epoch)
-    for batch in logs.progress(batches, total=num_batches(len(relearn), batch_size),
-                               unit='step', desc=f'relearning epoch {epoch + 1}'):
+    for batch in logs.progress(batches, unit='step', desc=f'relearning epoch {epoch + 1}'):
       state = step(state, sharding.shard_batch(batch, mesh))
       taken += 1
       probed = accuracy(state)

@@ -27,7 +27,7 @@ import numpy as np
 
 from mu_jax import logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables
 
@@ -88,8 +88,7 @@ def example_losses(task, variables, train: Examples, *, batch_size: int,
   """Per-example loss [n] of `variables` on `train` (the task's: cross-entropy), eval mode."""
   batches = epoch_batches(train.arrays(), batch_size, shuffle=False)
   out = [_losses(task, variables, sharding.shard_batch(b, mesh))
-         for b in logs.progress(batches, total=num_batches(len(train), batch_size),
-                                unit='batch', desc='example losses')]
+         for b in logs.progress(batches, unit='batch', desc='example losses')]
   return np.concatenate(sharding.to_host(out))[:len(train)]
 
 

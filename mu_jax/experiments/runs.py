@@ -85,7 +85,7 @@ def _alive(pid: int) -> bool:
   except ProcessLookupError:
     return False
   except PermissionError:   # another user's live process
-    return True
+    pass
   return True
 
 

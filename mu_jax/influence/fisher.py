@@ -35,7 +35,6 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from mu_jax import logs, sharding
-from mu_jax.data.batching import num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables, vmap_is_slow
 
@@ -139,8 +138,7 @@ def importance(kind: str, task, variables: dict, ctx, source: str, batch_size: i
       jax.tree.map(lambda p: np.zeros(p.shape, np.float32), params), ctx.mesh)
   count = sharding.replicate(np.zeros((), np.float32), ctx.mesh)
   batches = ctx.batches(source, batch_size, shuffle=True)
-  for batch in logs.progress(batches, total=num_batches(ctx.num_rows(source), batch_size),
-                             unit='batch', desc=f'{kind} importance on {source}'):
+  for batch in logs.progress(batches, unit='batch', desc=f'{kind} importance on {source}'):
     totals, count = sharding.pace(_accumulate(totals, count, params, model_state, batch,
                                               kind=kind, task=task, mesh=ctx.mesh,
                                               chunk=chunk), ctx.mesh)

@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from mu_jax import ensembles, logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.models import merge_variables, split_variables, vmap_is_slow
 from mu_jax.tasks import margin
@@ -173,7 +173,7 @@ def features(task, stacked, examples: Examples, *,
     parts = [_chunk_features(variables, sharding.shard_batch(batch, mesh), matrix, mesh=mesh,
                              task=task, output_fn=output_fn, q_fn=q_fn, proj=proj,
                              rowwise=rowwise)
-             for batch in logs.progress(chunks, total=num_batches(n, chunk_size), unit='chunk',
+             for batch in logs.progress(chunks, unit='chunk',
                                         desc=f'TRAK features, model {m + 1}/{num_models}')]
     phis.append(jnp.concatenate([p for p, _ in parts])[:n])
     qs.append(jnp.concatenate([q for _, q in parts])[:n])

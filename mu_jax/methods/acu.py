@@ -30,7 +30,6 @@ import numpy as np
 
 from mu_jax import logs
 from mu_jax.analytic import ridge
-from mu_jax.data.batching import num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, Stream
@@ -104,8 +103,7 @@ def make_apply(task):
 def _stream(ctx: Context, source: str, batch_size: int, features_fn):
   """Host (features, head targets, weights) per batch of a stream, in a fixed order."""
   batches = ctx.batches(source, batch_size, shuffle=False)
-  for batch in logs.progress(batches, total=num_batches(ctx.num_rows(source), batch_size),
-                             unit='batch', desc=f'ACU features of {source}'):
+  for batch in logs.progress(batches, unit='batch', desc=f'ACU features of {source}'):
     yield jax.device_get((features_fn(batch), ctx.task.head_targets(batch), batch['w']))
 
 

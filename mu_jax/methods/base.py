@@ -20,7 +20,7 @@ import numpy as np
 
 from mu_jax import logs, sharding
 from mu_jax.data import Examples, concat
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import Counted, epoch_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.tasks import Task, requires
 
@@ -57,12 +57,6 @@ class Context(NamedTuple):
       return {**concat(self.forget, self.retain).arrays(), 'f': flag}
     raise MuJaxError(f'Unknown stream source {source!r}; valid: {", ".join(SOURCES)}.')
 
-  def num_rows(self, source: str) -> int:
-    """Rows of a stream, counted without building its arrays (0 for an unknown one,
-    which `arrays` refuses)."""
-    return {'forget': len(self.forget), 'retain': len(self.retain),
-            'union': len(self.forget) + len(self.retain)}.get(source, 0)
-
   def batches(self, source: str, batch_size: int, *, epoch: int = 0,
               shuffle: bool = True) -> Iterator[dict]:
     """Sharded, padded, seed-deterministic device batches of a stream."""
@@ -72,9 +66,8 @@ class Context(NamedTuple):
                  shuffle: bool = True) -> Iterator[dict]:
     """`batches` over any host arrays (a method's own rows): same order, padding, sharding."""
     sharding.check_batch_size(batch_size, self.mesh)
-    for batch in epoch_batches(arrays, batch_size, seed=self.seed, epoch=epoch,
-                               shuffle=shuffle):
-      yield sharding.shard_batch(batch, self.mesh)
+    host = epoch_batches(arrays, batch_size, seed=self.seed, epoch=epoch, shuffle=shuffle)
+    return Counted((sharding.shard_batch(batch, self.mesh) for batch in host), len(host))
 
 
 class Method(NamedTuple):
@@ -109,13 +102,6 @@ def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:
   return ctx.batches(method.stream.source, method.stream.batch_size, epoch=epoch)
 
 
-def epoch_length(method: Method, ctx: Context) -> int | None:
-  """Batches per epoch of the method's stream; None for its own schedule (unknown ahead)."""
-  if method.batches:
-    return None
-  return num_batches(ctx.num_rows(method.stream.source), method.stream.batch_size)
-
-
 class Unlearned(NamedTuple):
   variables: dict
   seconds: float   # wall time of prepare + all updates, compilation included
@@ -147,19 +133,22 @@ def drive(method: Method, ctx: Context, state, step: Callable, name: str,
   steps, epochs = 0, method.stream.epochs
   for epoch in range(epochs):
     losses = []
-    for batch in logs.progress(epoch_stream(method, ctx, epoch), total=epoch_length(method, ctx),
-                               unit='batch', desc=f'{name} epoch {epoch + 1}/{epochs}'):
+    for batch in logs.progress(epoch_stream(method, ctx, epoch), unit='batch',
+                               desc=f'{name} epoch {epoch + 1}/{epochs}'):
       state, loss = step(state, batch)
       losses.append(loss)
       steps += 1
+    losses = sharding.to_host(losses)   # the epoch's losses, fetched once
     _record_losses(steps - len(losses) + 1, losses)
-    check_finite(losses, f'The {name} loss in epoch {epoch + 1}{where}')
+    if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(losses)):
+      raise NonFiniteError(f'The {name} loss in epoch {epoch + 1}{where} became non-finite; '
+                           'lower the learning rate (no result was saved).')
   return state, steps
 
 
 def _record_losses(first_step: int, losses: list) -> None:
-  """Records each update's loss (the mean over ensemble members), fetched together."""
-  for i, loss in enumerate(sharding.to_host(losses)):
+  """Records each update's host loss (the mean over ensemble members)."""
+  for i, loss in enumerate(losses):
     if jax.tree.leaves(loss):   # None: the method's update reports no loss
       logs.record(first_step + i, {'loss': np.mean(jax.tree.leaves(loss))}, prefix='unlearn')
 
