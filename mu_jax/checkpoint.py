@@ -98,10 +98,14 @@ def load_tree(directory: str):
   directory = os.path.abspath(directory)
   if not os.path.isdir(directory):
     return None
-  checkpointer = ocp.StandardCheckpointer()
-  saved = checkpointer.metadata(directory).item_metadata.tree
-  like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), saved)
-  return checkpointer.restore(directory, like)
+  like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), _saved_tree(directory))
+  return ocp.StandardCheckpointer().restore(directory, like)
+
+
+def _saved_tree(directory: str):
+  """The metadata tree (leaves with .shape and .dtype) of the Orbax pytree in `directory`,
+  or None if the folder holds none."""
+  return getattr(ocp.StandardCheckpointer().metadata(directory).item_metadata, 'tree', None)
 
 
 def load_variables(path: str, like):
@@ -126,7 +130,7 @@ def load_variables(path: str, like):
   target = like['params'] if params_only else like
   expected = tree_shapes(target)
   if saved != expected:
-    key = next(k for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k))
+    key = _first_mismatch(saved, expected)
     raise MuJaxError(f'The variables in {path} do not fit the model: {key or "the root"} is '
                      f'{_shape_text(saved.get(key))} in the checkpoint but '
                      f'{_shape_text(expected.get(key))} in the model; save the variables of '
@@ -145,7 +149,7 @@ def _shape_text(shape: list[int] | None) -> str:
 
 def _orbax_shapes(path: str) -> dict[str, list[int]]:
   """`tree_shapes` of the pytree in the Orbax checkpoint at `path`, from its metadata."""
-  tree = getattr(ocp.StandardCheckpointer().metadata(path).item_metadata, 'tree', None)
+  tree = _saved_tree(path)
   if tree is None:
     raise MuJaxError(f'{path} is not an Orbax checkpoint of a pytree; give the folder that '
                      'holds it (for a CheckpointManager, <directory>/<step>/<item>).')
@@ -164,9 +168,15 @@ def _read_msgpack(path: str):
                      f'of flax.serialization.to_bytes ({e}).') from e
 
 
+def _first_mismatch(stored: dict, expected: dict) -> str | None:
+  """The first key path (in sorted order) whose shape differs or is missing on one side."""
+  return next((key for key in sorted(set(stored) | set(expected))
+               if stored.get(key) != expected.get(key)), None)
+
+
 def _first_difference(stored, expected) -> str:
   stored = stored or {}
-  for key in sorted(set(stored) | set(expected)):
-    if stored.get(key) != expected.get(key):
-      return f'{key or "root"}: {stored.get(key)} there, {expected.get(key)} here'
-  return 'unknown difference'
+  key = _first_mismatch(stored, expected)
+  if key is None:
+    return 'unknown difference'
+  return f'{key or "root"}: {stored.get(key)} there, {expected.get(key)} here'
