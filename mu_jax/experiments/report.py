@@ -106,7 +106,7 @@ def load_store(store: str) -> dict[str, list[dict]]:
     folder = os.path.join(store, page)
     if os.path.isdir(folder):
       files = sorted(f for f in os.listdir(folder) if f.endswith('.json'))
-      pages[page] = [dict(_read(os.path.join(folder, f)), slug=f[:-5]) for f in files]
+      pages[page] = [_read(os.path.join(folder, f)) for f in files]
   return {page: found for page, found in pages.items() if found}
 
 
