@@ -1,16 +1,21 @@
 """Many models trained, cached and unlearned at once: `jax.vmap` over members.
 
 Member m trains with the recipe of `mu_jax.train` (the same `init_state`,
-`make_train_step` and optimizer, vmapped) on its own subset of
-the data, given as a 0/1 mask multiplied into the per-example weights `w`, so
-every member sees fixed-shape batches and one compiled step trains them all;
-each epoch is one call (a scan over its steps, every member's rows gathered
-on device from its own index schedule), so no step waits for the host.
-Each member shuffles with its own seed, exactly as `train_model(seed=s)` does,
-so a member on the full data equals the model that `train_model` trains alone.
-A member on an α-subset takes as many steps as on all of the data, with about
-αB real rows per batch of B (a batch with none of its rows takes a zero
-gradient step, which momentum and weight decay still act on).
+`make_train_step` and optimizer, vmapped) on its own subset of the data, given
+as a 0/1 mask, and sees the rows of its subset only: each epoch is its own
+seeded permutation of them, batched and padded exactly as `epoch_batches`
+orders and pads `data.take(rows)` (the padding repeats the subset's first row
+at weight 0). So a member equals the model `train_model(seed=s)` trains alone
+on its subset, BatchNorm statistics included: no excluded row ever enters a
+batch, not even at weight zero, where it would still move batch statistics.
+A member on an α-subset thus takes ⌈αn/B⌉ full batches an epoch, in its
+subset's own order (masking all n rows instead would leave excluded rows in
+its batch statistics). Every member's subset has the same size, so all members
+take the same number of steps and one compiled step trains them all on
+fixed-shape batches (the datamodels/TRAK α-subsets all hold round(α·n) rows;
+members of different sizes would need a ragged schedule). Each epoch is one call (a scan over its steps,
+every member's rows gathered on device from its own index schedule), so no
+step waits for the host.
 Each epoch's per-step losses are fetched once the next epoch is queued (so the
 device never waits) and recorded as 'ensemble/loss' (`mu_jax.logs`).
 
@@ -70,16 +75,33 @@ def ensemble_apply(task: Task, stacked, batch: dict) -> jax.Array:
   return map_members(lambda v: task.apply(v, batch, False)[0], stacked)
 
 
-def _epoch_indices(masks: np.ndarray, seeds: Sequence[int], batch_size: int,
+def subset_rows(masks: np.ndarray) -> np.ndarray:
+  """[M, s] sorted row indices of each member's subset, from [M, n] masks.
+
+  Refuses an empty subset and subsets of different sizes (every member takes
+  the same number of steps per epoch, see the module docstring).
+  """
+  sizes = masks.sum(axis=1)
+  if not sizes.all():
+    raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
+  if (sizes != sizes[0]).any():
+    raise MuJaxError(f'Ensemble members have subsets of {sizes.min()} to {sizes.max()} rows; '
+                     'give every member the same number of rows (as `subset_masks` does).')
+  return np.stack([np.flatnonzero(mask) for mask in masks]).astype(np.int32)
+
+
+def _epoch_indices(rows: np.ndarray, seeds: Sequence[int], batch_size: int,
                    epoch: int) -> tuple[np.ndarray, np.ndarray]:
-  """Row indices and weights [S, M, B] of one epoch: member m's own order (as
-  `epoch_batches` with its seed pads and shuffles it), weights times its mask."""
-  n = masks.shape[1]
-  padded = num_batches(n, batch_size) * batch_size
-  idx = np.zeros((len(seeds), padded), np.int32)
+  """Row indices and weights [S, M, B] of one epoch: member m's subset rows[m]
+  in the order and padding that `epoch_batches` with its seed gives
+  `data.take(rows[m])` (padding: the subset's first row, weight 0)."""
+  size = rows.shape[1]
+  padded = num_batches(size, batch_size) * batch_size
+  position = np.zeros((len(seeds), padded), np.int64)
   for m, seed in enumerate(seeds):
-    idx[m, :n] = epoch_order(n, seed=int(seed), epoch=epoch, shuffle=True)
-  w = (np.arange(padded) < n)[None] * np.take_along_axis(masks, idx, axis=1)
+    position[m, :size] = epoch_order(size, seed=int(seed), epoch=epoch, shuffle=True)
+  idx = np.take_along_axis(rows, position, axis=1)
+  w = np.broadcast_to(np.arange(padded) < size, idx.shape)
   shape = (len(seeds), -1, batch_size)
   return (idx.reshape(shape).transpose(1, 0, 2),
           w.astype(np.float32).reshape(shape).transpose(1, 0, 2))
@@ -131,7 +153,8 @@ def vectorizes(stacked) -> bool:
 def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int],
                    mesh, masks: np.ndarray | None = None, shard_members: bool = False,
                    vectorize: bool | None = None) -> dict:
-  """Trains len(seeds) models with `train_cfg`; member m on rows masks[m].
+  """Trains len(seeds) models with `train_cfg`; member m on the rows masks[m]
+  only, all masks holding the same number of rows (`subset_rows`).
 
   Returns the stacked variables (leading axis M). By default batches are split
   over the mesh's 'data' axis and the ensemble state is replicated; with
@@ -147,9 +170,8 @@ def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int
   if masks.shape != (len(seeds), n):
     raise MuJaxError(f'Ensemble masks have shape {masks.shape}; expected '
                      f'{(len(seeds), n)} (one row per seed, one column per example).')
-  if not masks.any(axis=1).all():
-    raise MuJaxError('An ensemble member has an empty training subset; raise the fraction.')
-  steps = num_batches(n, train_cfg.batch_size)
+  rows = subset_rows(masks)
+  steps = num_batches(rows.shape[1], train_cfg.batch_size)
   recipe = _recipe_key(train_cfg, steps)
   init, epoch_steps, member_step = _training_fns(task, recipe)
   state = init(jnp.asarray(seeds, jnp.uint32))
@@ -168,16 +190,16 @@ def train_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequence[int
     state = sharding.replicate(state, mesh)
     batch_sharding = NamedSharding(mesh, P(None, sharding.DATA_AXIS))
   if vectorize:
-    rows = sharding.replicate(data.arrays(), mesh)
+    arrays = sharding.replicate(data.arrays(), mesh)
     schedule = NamedSharding(mesh, P(None, *batch_sharding.spec))   # [S, M, B]
   else:
     states = [member(state, m) for m in range(len(seeds))]
   previous = None   # (epoch, its step statistics), recorded once the next epoch is queued
   for epoch in logs.progress(range(train_cfg.epochs), unit='epoch',
                              desc=f'ensemble of {len(seeds)}'):
-    idx, w = _epoch_indices(masks, seeds, train_cfg.batch_size, epoch)
+    idx, w = _epoch_indices(rows, seeds, train_cfg.batch_size, epoch)
     if vectorize:
-      state, stats = sharding.pace(epoch_steps(state, rows, *jax.device_put((idx, w), schedule),
+      state, stats = sharding.pace(epoch_steps(state, arrays, *jax.device_put((idx, w), schedule),
                                                batch_sharding=batch_sharding), mesh)
     else:
       stats = []
@@ -235,8 +257,9 @@ def train_or_load_ensemble(task: Task, train_cfg, data: Examples, *, seeds: Sequ
       like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                          sharding=sharding.replicated(mesh)),
                           shapes)
-      stacked, meta = store.restore(store.latest_step(), like)
-      return stacked, meta['train_seconds']
+      restored = store.restore_latest(like)   # None: a damaged one was discarded
+      if restored is not None:
+        return restored[0], restored[1]['train_seconds']
     began = time.perf_counter()
     stacked = train_ensemble(task, train_cfg, data, seeds=seeds, mesh=mesh, masks=masks,
                              shard_members=shard_members)
@@ -255,10 +278,12 @@ class EnsembleUnlearned(NamedTuple):
   task: Task           # evaluates one member's variables
   vmapped: bool        # True: one vmapped update per batch for all members at once
   info: dict           # {name: [M] values} of method.report, or {}
+  states: list | None = None   # a continual method's (Method.resume) final member states
 
 
 def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: Sequence[int],
-                        name: str = 'method', vectorize: bool | None = None) -> EnsembleUnlearned:
+                        name: str = 'method', vectorize: bool | None = None,
+                        previous: list | None = None) -> EnsembleUnlearned:
   """Runs `method` on every member of `stacked`, member m with seed seeds[m].
 
   Each member's `prepare` runs on its own (statistics passes are host loops
@@ -274,14 +299,18 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
     of the same batch in turn;
   - one-shot methods (stream 'none': ssd, iau, acu, dm_direct) apply their single
     jitted update member by member, since their cost is in `prepare`.
-  A non-finite loss or result in any member raises NonFiniteError.
+  A non-finite loss or result in any member raises NonFiniteError. With
+  `previous` (the `states` of the last request), a continual method resumes
+  each member's state (`Method.resume`) instead of preparing it afresh.
   """
   if len(seeds) != num_members(stacked):
     raise MuJaxError(f'{len(seeds)} seeds for an ensemble of {num_members(stacked)} members; '
                      'give one seed per member.')
   check_request(method, ctx, name)
   began = time.perf_counter()
-  states = [method.prepare(ctx._replace(seed=int(s), cache_dir=None),
+  states = [method.resume(ctx._replace(seed=int(s), cache_dir=None), previous[m])
+            if previous is not None else
+            method.prepare(ctx._replace(seed=int(s), cache_dir=None),
                            sharding.replicate(member(stacked, m), ctx.mesh))
             for m, s in enumerate(seeds)]
   task, iterative = ctx.task, method.stream.source != 'none'
@@ -298,7 +327,8 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
 
       state, steps = drive(method, ctx, stack(states), step, name, ' of some ensemble member')
       out = jax.vmap(method.result)(state)
-      final = [member(state, m) for m in range(len(seeds))] if method.report else []
+      final = ([member(state, m) for m in range(len(seeds))]
+               if method.report or method.resume else [])
     else:
       def step(states, batch):   # each member's own update of the same batch, in turn
         stepped = [sharding.pace(one(task, st, batch), ctx.mesh) for st in states]
@@ -311,4 +341,5 @@ def run_method_ensemble(method: Method, stacked: dict, ctx: Context, *, seeds: S
   seconds = time.perf_counter() - began
   reports = [report(method, st) for st in final]
   info = {k: [r[k] for r in reports] for k in reports[0]} if reports and reports[0] else {}
-  return EnsembleUnlearned(out, seconds, steps, result_task(method, task), vectorize, info)
+  return EnsembleUnlearned(out, seconds, steps, result_task(method, task), vectorize, info,
+                           final if method.resume else None)

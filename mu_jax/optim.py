@@ -11,12 +11,15 @@ SCHEDULES = ('constant', 'cosine')
 
 def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
                    momentum: float = 0.9, weight_decay: float = 0.0,
-                   schedule: str = 'constant') -> optax.GradientTransformation:
+                   schedule: str = 'constant',
+                   decay_mask=None) -> optax.GradientTransformation:
   """Builds an optax optimizer.
 
   'sgd' applies weight decay as an L2 term before momentum and 'adam' likewise
   (PyTorch's coupled `weight_decay`, which the unlearning reference code
-  uses); 'adamw' decays decoupled from the gradient.
+  uses); 'adamw' decays decoupled from the gradient. `decay_mask` (a pytree of
+  booleans like the params, or a function of the params giving one, e.g.
+  `decayed_weights`) limits the decay to the True leaves; None decays all.
   """
   if schedule == 'constant':
     lr = learning_rate
@@ -24,14 +27,42 @@ def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
     lr = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
   else:
     raise MuJaxError(f'Unknown schedule {schedule!r}; valid: {", ".join(SCHEDULES)}.')
-  l2 = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+  l2 = [optax.add_decayed_weights(weight_decay, mask=decay_mask)] if weight_decay else []
   if name == 'sgd':
     return optax.chain(*l2, optax.sgd(lr, momentum=momentum or None))
   if name == 'adam':
     return optax.chain(*l2, optax.adam(lr))
   if name == 'adamw':
-    return optax.adamw(lr, weight_decay=weight_decay)
+    return optax.adamw(lr, weight_decay=weight_decay, mask=decay_mask)
   raise MuJaxError(f'Unknown optimizer {name!r}; valid: {", ".join(OPTIMIZERS)}.')
+
+
+def decayed_weights(params):
+  """True on the leaves weight decay applies to: all but biases and normalisation scales.
+
+  The Hugging Face Trainer's grouping (`Trainer.get_decay_parameter_names`:
+  no decay for parameters of `ALL_LAYERNORM_LAYERS` or named "bias"); Flax
+  names every bias 'bias' and every normalisation weight (LayerNorm, RMSNorm,
+  BatchNorm) 'scale'.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) not in ('bias', 'scale'), params)
+
+
+def linear_warmup_decay(step, warmup_steps, total_steps):
+  """The learning-rate factor of the Hugging Face 'linear' schedule at optimizer step `step`.
+
+  From 0 it rises linearly to 1 over `warmup_steps`, then falls linearly to 0
+  at `total_steps` (transformers `optimization.py`,
+  `_get_linear_schedule_with_warmup_lr_lambda`, max(1, ·) denominators
+  included): the first step has factor 0.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  warmup = jnp.asarray(warmup_steps, jnp.float32)
+  total = jnp.asarray(total_steps, jnp.float32)
+  rising = step / jnp.maximum(1.0, warmup)
+  falling = jnp.maximum(0.0, (total - step) / jnp.maximum(1.0, total - warmup))
+  return jnp.where(step < warmup, rising, falling)
 
 
 def keep_trainable() -> optax.GradientTransformationExtraArgs:

@@ -147,8 +147,9 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
   steps = num_batches(len(data), train_cfg.batch_size)
   state, step_fn = sharded_training(task, train_cfg, steps, seed=seed, mesh=mesh)
   start, seconds = 0, 0.0
-  if store is not None and store.latest_step() is not None:
-    state, meta = store.restore(store.latest_step(), state)
+  resumed = store.restore_latest(state) if store is not None else None
+  if resumed is not None:
+    state, meta = resumed
     start, seconds = meta['epoch'], meta['train_seconds']
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)

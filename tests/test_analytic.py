@@ -37,12 +37,12 @@ class RidgeTest(parameterized.TestCase):
     X, Y = random_rows()
     Y = np.asarray(Y)
     chunks = np.array_split(np.arange(len(X)), 3)
-    state = ridge.init(X.shape[1], Y.shape[1])
+    state = ridge.init(X.shape[1], Y.shape[1], len(X))
     kept = set()
     requests = [('learn', 0), ('learn', 1), ('forget', 0), ('learn', 2), ('forget', 1)]
     for op, c in requests:
       rows = chunks[c]
-      state = getattr(ridge, op)(state, X[rows], Y[rows], chunk_size=25)
+      state = getattr(ridge, op)(state, X[rows], Y[rows], rows, chunk_size=25)
       kept = kept | set(rows) if op == 'learn' else kept - set(rows)
       idx = sorted(kept)
       self.assertLess(relative_error(state.W, ridge.closed_form(X[idx], Y[idx])), 1e-8)
@@ -50,24 +50,26 @@ class RidgeTest(parameterized.TestCase):
 
   def test_forget_then_relearn_restores_the_head(self):
     X, Y = random_rows()
-    state = ridge.learn(ridge.init(X.shape[1], Y.shape[1]), X, Y)
-    again = ridge.learn(ridge.forget(state, X[:60], Y[:60]), X[:60], Y[:60])
+    ids = np.arange(len(X))
+    state = ridge.learn(ridge.init(X.shape[1], Y.shape[1], len(X)), X, Y, ids)
+    again = ridge.learn(ridge.forget(state, X[:60], Y[:60], ids[:60]), X[:60], Y[:60], ids[:60])
     self.assertLess(relative_error(again.W, state.W), 1e-8)
     self.assertLess(relative_error(again.R, state.R), 1e-8)
 
   @parameterized.parameters(1, 7, 64, 10_000)
   def test_chunked_learning_equals_one_step(self, chunk_size):
     X, Y = random_rows(n=130)
-    whole = ridge.learn(ridge.init(X.shape[1], Y.shape[1]), X, Y, chunk_size=len(X))
-    chunked = ridge.learn(ridge.init(X.shape[1], Y.shape[1]), X, Y, chunk_size=chunk_size)
+    empty, ids = ridge.init(X.shape[1], Y.shape[1], len(X)), np.arange(len(X))
+    whole = ridge.learn(empty, X, Y, ids, chunk_size=len(X))
+    chunked = ridge.learn(empty, X, Y, ids, chunk_size=chunk_size)
     self.assertLess(relative_error(chunked.W, whole.W), 1e-8)
     self.assertLess(relative_error(whole.W, ridge.closed_form(X, Y)), 1e-8)
 
   def test_bad_inputs_raise(self):
     with self.assertRaisesRegex(MuJaxError, 'gamma must be positive'):
-      ridge.init(4, 2, gamma=0.0)
+      ridge.init(4, 2, 3, gamma=0.0)
     with self.assertRaisesRegex(MuJaxError, 'do not match the head'):
-      ridge.learn(ridge.init(4, 2), np.ones((3, 5)), np.ones((3, 2)))
+      ridge.learn(ridge.init(4, 2, 3), np.ones((3, 5)), np.ones((3, 2)), np.arange(3))
 
 
 def setting():
@@ -77,7 +79,7 @@ def setting():
     data = helpers.blobs(96)
     trained = train_model(helpers.classifier(model, data), recipe(learning_rate=0.05, epochs=2), data, seed=0, mesh=sharding.make_mesh('data:1'))
     forget = data['y'] == 0
-    _SETUP.update(model=model, variables=trained.variables,
+    _SETUP.update(model=model, variables=trained.variables, data=data,
                   forget=Examples(x=data['x'][forget], y=data['y'][forget]),
                   retain=Examples(x=data['x'][~forget], y=data['y'][~forget]))
   return _SETUP
@@ -115,9 +117,12 @@ class AcuTest(parameterized.TestCase):
     buffer = acu.buffer_weights(0, 16, 64)
     f_forget = s['model'].penultimate(s['variables'], s['forget']['x'])
     f_retain = s['model'].penultimate(s['variables'], s['retain']['x'])
-    state = acu.fit(f_retain, ridge.one_hot(s['retain']['y'], 3), buffer)
-    state = acu.learn_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer)
-    state = acu.forget_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer)
+    forget_ids, retain_ids = acu.row_ids(context())   # the union stream's positions
+    state = acu.fit(f_retain, ridge.one_hot(s['retain']['y'], 3), buffer, ids=retain_ids)
+    state = acu.learn_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer,
+                            forget_ids)
+    state = acu.forget_chunk(state, f_forget, ridge.one_hot(s['forget']['y'], 3), buffer,
+                             forget_ids)
     expected = ridge.closed_form(acu.buffer_features(f_retain, buffer),
                                  ridge.one_hot(s['retain']['y'], 3))
     # Same float64 features on both sides; the 64-wide buffer on 64 retained
@@ -134,6 +139,25 @@ class AcuTest(parameterized.TestCase):
     self.assertEqual((first.info['cache_hit'], second.info['cache_hit']), (0.0, 1.0))
     np.testing.assert_array_equal(first.variables['acu']['head'],
                                   second.variables['acu']['head'])
+
+  def test_a_cached_head_equals_a_cold_one_for_another_request(self):
+    s = setting()
+    data = s['data']
+
+    def request(label, cache_dir):
+      rows = np.flatnonzero(np.asarray(data['y']) == label)
+      rest = np.setdiff1d(np.arange(len(data)), rows)
+      ctx = Context(helpers.classifier(s['model'], data), data.take(rows), data.take(rest),
+                    sharding.make_mesh('data:1'), 0, cache_dir, forget_ids=rows,
+                    retain_ids=rest)
+      return run_method(method(), s['variables'], ctx)
+
+    with tempfile.TemporaryDirectory() as shared, tempfile.TemporaryDirectory() as cold:
+      request(0, shared)                 # caches the head on D
+      cached = request(1, shared)        # loads it
+      fresh = request(1, cold)
+    self.assertEqual((cached.info['cache_hit'], fresh.info['cache_hit']), (1.0, 0.0))
+    np.testing.assert_array_equal(cached.variables['acu']['head'], fresh.variables['acu']['head'])
 
   def test_jit_matches_eager(self):
     m, ctx = method(), context()

@@ -245,7 +245,7 @@ class BoundaryTest(absltest.TestCase):
   def test_shadow_logit_and_pruning(self):
     s = tm.setting()
     model, variables = s['model'], s['variables']
-    wide = boundary.widen(variables, jax.random.PRNGKey(0), 0.5)
+    wide = boundary.widen(variables, jax.random.PRNGKey(0))
     x = jnp.asarray(s['forget']['x'][:5])
     logits, _ = boundary.widened_logits(helpers.classifier(model, {'x': x}), wide, {'x': x}, True)
     features = model.penultimate(variables, x)

@@ -1,14 +1,18 @@
 """The statistics cache: round trips, canonical row order, request-independent keys."""
 import os
 import tempfile
+from unittest import mock
 
+import jax
 import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
+from tests import test_methods
 from mu_jax import sharding
 from mu_jax.data import Examples
-from mu_jax.methods import cache
+from mu_jax.influence import fisher
+from mu_jax.methods import cache, create_method, run_method
 from mu_jax.methods.base import Context
 
 
@@ -53,6 +57,44 @@ class CacheTest(absltest.TestCase):
     x2[3, 0] += 1.0
     self.assertNotEqual(first, cache.fingerprint(_context(np.array([0, 1, 2]), x2, y),
                                                  'ssd', 64))
+
+  def test_canonical_union_is_the_same_for_every_request(self):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.integers(0, 3, 12)
+    first = cache.canonical_union(_context(np.array([0, 1, 2]), x, y))
+    other = cache.canonical_union(_context(np.array([11, 4]), x, y))
+    self.assertEqual(sorted(first), ['x', 'y'])
+    for name in first:
+      np.testing.assert_array_equal(first[name], other[name])
+
+
+class SSDCacheTest(absltest.TestCase):
+
+  def test_a_cached_importance_equals_a_cold_one_for_another_request(self):
+    """Request A computes and caches I_D; request B (other forget rows, same D and
+    model) loads it and gets, bit for bit, what a cold run of B computes."""
+    data = test_methods.setting()
+    variables = data['variables']
+    request_a = test_methods.context()
+    x = np.concatenate([data['forget']['x'], data['retain']['x']])
+    y = np.concatenate([data['forget']['y'], data['retain']['y']])
+    rows = np.random.default_rng(0).choice(len(y), 30, replace=False)
+    request_b = _context(rows, x, y)._replace(task=request_a.task)
+    method = create_method('ssd', batch_size=32, selection_weighting=1.0)
+    with tempfile.TemporaryDirectory() as cache_dir:
+      run_method(method, variables, request_a._replace(cache_dir=cache_dir))
+      with mock.patch.object(fisher, 'importance', wraps=fisher.importance) as spy:
+        cached = method.prepare(request_b._replace(cache_dir=cache_dir), variables)
+        warm = run_method(method, variables, request_b._replace(cache_dir=cache_dir))
+      self.assertEqual([c.args[4] for c in spy.call_args_list], ['forget', 'forget'])
+    cold_state = method.prepare(request_b, variables)
+    cold = run_method(method, variables, request_b)
+    for got, want in ((cached.importance_d, cold_state.importance_d),
+                      (warm.variables, cold.variables)):
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    self.assertEqual(warm.info, cold.info)
+    self.assertGreater(cold.info['selected'], 0)
 
 
 if __name__ == '__main__':

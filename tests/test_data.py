@@ -445,8 +445,8 @@ class SelectForgetTest(parameterized.TestCase):
       select_forget('file:', self.labels, 4, seed=0)
 
   def test_unknown_selector_lists_kinds(self):
-    with self.assertRaisesRegex(MuJaxError, 'valid names are: class, file, '
-                                'random'):
+    with self.assertRaisesRegex(MuJaxError, 'valid names are: class, cluster, '
+                                'file, random'):
       select_forget('worst:0.1', self.labels, 4, seed=0)
 
 

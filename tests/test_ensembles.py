@@ -1,29 +1,27 @@
-"""vmapped ensembles: a member equals the model trained alone; sharding; masks."""
+"""vmapped ensembles: a member equals the model trained alone on its rows; sharding; masks."""
+import flax.linen as nn
 import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 
 from mu_jax import ensembles, sharding
-from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError
-from mu_jax.models import create_model, merge_variables
-from mu_jax.train import init_state, make_train_step, optimizer_from_config, train_model
+from mu_jax.models import Network, as_model, create_model
+from mu_jax.train import train_model
 from tests import helpers
 from tests.test_train import assert_trees_close, recipe
 
 
-def _alone_with_mask(model, cfg, data, seed, mask):
-  """One model on a subset, as the mask weights rows: the reference loop."""
-  tx = optimizer_from_config(cfg, num_batches(len(data['y']), cfg.batch_size))
-  task = helpers.classifier(model, data)
-  state = init_state(task, tx, seed)
-  step = jax.jit(make_train_step(task, tx))
-  arrays = {'x': data['x'], 'y': data['y'], 'm': mask.astype(np.float32)}
-  for epoch in range(cfg.epochs):
-    for batch in epoch_batches(arrays, cfg.batch_size, seed=seed, epoch=epoch):
-      batch['w'] = batch['w'] * batch.pop('m')
-      state, _ = step(state, batch)
-  return merge_variables(state.params, state.model_state)
+class DenseBatchNorm(nn.Module):
+  """Dense + BatchNorm + ReLU: a backbone whose training depends on whole batches."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Dense(8)(x.reshape(x.shape[0], -1))
+    return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+
+
+BATCH_NORM = as_model('dense_bn', Network(DenseBatchNorm(), 3))
 
 
 class EnsembleTest(parameterized.TestCase):
@@ -41,12 +39,52 @@ class EnsembleTest(parameterized.TestCase):
       alone = train_model(helpers.classifier(self.model, self.data), self.cfg, self.data, seed=seed, mesh=mesh)
       assert_trees_close(ensembles.member(stacked, m), alone.variables, rtol=1e-5, atol=1e-6)
 
-  def test_masked_member_equals_masked_training_alone(self):
+  @parameterized.named_parameters(('mlp', False), ('batch_norm', True))
+  def test_subset_member_equals_training_alone_on_its_rows(self, batch_norm):
+    model = BATCH_NORM if batch_norm else self.model
     masks = ensembles.subset_masks(64, 2, 0.5, seed=0)
-    stacked = ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0, 1], masks=masks, mesh=sharding.make_mesh('data:1'))
-    for m in range(2):
-      alone = _alone_with_mask(self.model, self.cfg, self.data, m, masks[m])
-      assert_trees_close(ensembles.member(stacked, m), alone, rtol=1e-5, atol=1e-6)
+    mesh = sharding.make_mesh('data:1')
+    stacked = ensembles.train_ensemble(helpers.classifier(model, self.data), self.cfg,
+                                       self.data, seeds=[5, 9], masks=masks, mesh=mesh)
+    if batch_norm:
+      self.assertIn('batch_stats', stacked)
+    for m, seed in enumerate([5, 9]):
+      rows = self.data.take(np.flatnonzero(masks[m]))
+      alone = train_model(helpers.classifier(model, rows), self.cfg, rows, seed=seed, mesh=mesh)
+      assert_trees_close(ensembles.member(stacked, m), alone.variables, rtol=1e-5, atol=1e-6)
+
+  def test_batch_norm_member_is_independent_of_rows_it_excludes(self):
+    # Row r is in member 1's subset only: moving its input far away changes
+    # member 1 and leaves member 0 (params and batch statistics) bit-identical.
+    masks = ensembles.subset_masks(64, 2, 0.5, seed=0)
+    r = np.flatnonzero(~masks[0] & masks[1])[0]
+    x = self.data['x'].copy()
+    x[r] = 1e3
+    moved = self.data.with_arrays(x=x)
+    out = [ensembles.train_ensemble(helpers.classifier(BATCH_NORM, d), self.cfg, d,
+                                    seeds=[0, 1], masks=masks, mesh=sharding.make_mesh('data:1'))
+           for d in (self.data, moved)]
+    assert_trees_close(ensembles.member(out[0], 0), ensembles.member(out[1], 0), rtol=0, atol=0)
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), ensembles.member(out[0], 1),
+                           ensembles.member(out[1], 1))
+    self.assertTrue(all(jax.tree.leaves(changed['batch_stats'])))
+
+  @parameterized.named_parameters(('vmapped', True), ('member_after_member', False))
+  def test_members_never_see_excluded_rows(self, vectorize):
+    # A NaN input anywhere in a batch, even at weight 0, makes the gradient NaN.
+    masks = ensembles.subset_masks(64, 2, 0.5, seed=3)
+    x = self.data['x'].copy()
+    x[~masks[0]] = np.nan
+    poisoned = self.data.with_arrays(x=x)
+    mesh = sharding.make_mesh('data:1')
+    stacked = ensembles.train_ensemble(helpers.classifier(self.model, poisoned), self.cfg,
+                                       poisoned, seeds=[0, 1], masks=masks, mesh=mesh,
+                                       vectorize=vectorize)
+    clean = ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg,
+                                     self.data, seeds=[0, 1], masks=masks, mesh=mesh,
+                                     vectorize=vectorize)
+    assert_trees_close(ensembles.member(stacked, 0), ensembles.member(clean, 0), rtol=0, atol=0)
+    self.assertTrue(np.isnan(stacked['params']['head']['kernel'][1]).all())
 
   def test_member_loop_equals_vmap_for_a_cnn(self):
     # Convolutional members step one after another on CPU (lax.map): same result.
@@ -97,6 +135,10 @@ class EnsembleTest(parameterized.TestCase):
       ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0], mesh=mesh, masks=np.ones((2, 64), bool))
     with self.assertRaisesRegex(MuJaxError, 'empty'):
       ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0], mesh=mesh, masks=np.zeros((1, 64), bool))
+    unequal = np.ones((2, 64), bool)
+    unequal[1, :8] = False
+    with self.assertRaisesRegex(MuJaxError, 'subsets of 56 to 64 rows'):
+      ensembles.train_ensemble(helpers.classifier(self.model, self.data), self.cfg, self.data, seeds=[0, 1], mesh=mesh, masks=unequal)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@ import numpy as np
 from absl.testing import absltest
 
 from mu_jax import evaluation
+from mu_jax.errors import MuJaxError
+from mu_jax.evaluation import mia
 from mu_jax.experiments import results
 from mu_jax.tasks import Classification
 
@@ -34,6 +36,45 @@ class MiaTest(absltest.TestCase):
     a = evaluation.mia_efficacy(retain, test, forget, seed=3, max_per_side=50)
     b = evaluation.mia_efficacy(retain, test, forget, seed=3, max_per_side=50)
     self.assertEqual(a, b)
+
+  def test_first_members_are_the_leading_rows_as_the_reference(self):
+    # SalUn main_forget.py: retain rows range(test_len) against the whole test set.
+    retain, test = np.arange(10.0), 100.0 + np.arange(4.0)
+    members, non_members = mia.shadow_sets(retain, test, members='first')
+    np.testing.assert_array_equal(members, [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(non_members, test)
+    members, non_members = mia.shadow_sets(retain, test, members='first', max_per_side=3)
+    np.testing.assert_array_equal(members, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(non_members, [100.0, 101.0, 102.0])
+    rng = np.random.default_rng(5)   # 'sample': both sides drawn by the seed, in that order
+    expected = rng.choice(retain, 4, replace=False), rng.choice(test, 4, replace=False)
+    for got, want in zip(mia.shadow_sets(retain, test, seed=5), expected):
+      np.testing.assert_array_equal(got, want)
+
+  def test_first_members_decide_the_attack(self):
+    # Only the first 50 retain rows are confident (0.9..1); the other 950 lie in
+    # 0..0.2 like D_f, the test rows in 0.45..0.55. On the first rows the attack
+    # calls D_f non-members (100); on a sample, mostly low rows, members (0).
+    rng = np.random.default_rng(0)
+    retain = np.concatenate([rng.uniform(0.9, 1.0, 50), rng.uniform(0.0, 0.2, 950)])
+    test = rng.uniform(0.45, 0.55, 50)
+    forget = rng.uniform(0.0, 0.2, 10)
+    self.assertEqual(evaluation.mia_efficacy(retain, test, forget, members='first'), 100.0)
+    self.assertEqual(evaluation.mia_efficacy(retain, test, forget, members='sample'), 0.0)
+    with self.assertRaisesRegex(MuJaxError, r"eval.mia_members='last'.*valid: sample, first"):
+      evaluation.mia_efficacy(retain, test, forget, members='last')
+
+  def test_note_names_the_row_choice_and_the_cap(self):
+    self.assertEqual(
+        evaluation.mia_note({'mia_members': 'first', 'mia_max_per_side': 5000}),
+        'MIA: the SVC trained on the first rows of D_r and of the test split '
+        '(`eval.mia_members=first`), at most 5,000 rows per side (`eval.mia_max_per_side=5000`).')
+    self.assertIn('a seeded sample', evaluation.mia_note({'mia_max_per_side': 0}))   # older runs
+    self.assertIn('no cap on rows per side', evaluation.mia_note({'mia_max_per_side': 0}))
+    directory = self.create_tempdir().full_path
+    results.write_results([{'method': 'ft'}], directory, note='MIA: a note.')
+    table = open(os.path.join(directory, 'results.md')).read()
+    self.assertTrue(table.endswith('|\n\nMIA: a note.\n'), table)
 
 
 class MetricsTest(absltest.TestCase):

@@ -96,15 +96,15 @@ class BenchmarkTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('unknown_method', ['--config=configs/digits_mlp.py:smoke=True,methods=ft+foo'],
-       f"Unknown method 'foo'; valid names are: {', '.join(METHODS.names())}."),
+       f"config.methods names 'foo', which is not a method; valid: {', '.join(METHODS.names())}."),
       ('unknown_dataset', ['--config=configs/digits_mlp.py:source=mnist'],
        "Unknown dataset source 'mnist'; valid names are: diabetes, digits, friedman, idx, tfds."),
       ('unknown_model', ['--config=configs/digits_mlp.py', '--config.model.name=vgg'],
        "Unknown model 'vgg'; valid names are: cnn, mlp, resnet18."),
       ('misspelled_key', ['--config=configs/digits_mlp.py', '--config.trian.epochs=1'],
-       "The config has no key 'trian'"),
+       "--config.trian.epochs: config has no key 'trian'; valid: data, eval, forget"),
       ('misspelled_hparam', ['--config=configs/digits_mlp.py', '--config.unlearn.ga.lr=1'],
-       'Bad flag or config override'),
+       "Method 'ga' has no hyper-parameter 'lr' (config.unlearn.ga.lr); valid: batch_size"),
       ('fraction_zero', ['--config=configs/digits_mlp.py:forget=random:0'], 'random:0'),
       ('fraction_one', ['--config=configs/digits_mlp.py:forget=random:1.0'], 'random:1.0'),
       ('class_out_of_range', ['--config=configs/digits_mlp.py:forget=class:10'], '[0, 9]'),

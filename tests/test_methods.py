@@ -8,6 +8,7 @@ from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.methods import (
     METHODS, Context, Stream, create_method, run_method)
+from mu_jax.methods.base import epoch_stream
 from mu_jax.methods.baselines import fine_tune_loss, other_labels
 from mu_jax.methods.gradient import gradient_method
 from mu_jax.models import create_model
@@ -103,7 +104,7 @@ class BaselinesTest(parameterized.TestCase):
     jitted = run_method(method, setting()['variables'], ctx)
     state = method.prepare(ctx, setting()['variables'])
     with jax.disable_jit():
-      for batch in ctx.batches(method.stream.source, 32):
+      for batch in epoch_stream(method, ctx, 0):
         state, _ = method.update(ctx.task, state, batch)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-5, atol=1e-6)
 

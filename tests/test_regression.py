@@ -71,12 +71,14 @@ class AcuRegressionTest(absltest.TestCase):
     with jax.enable_x64(True):
       state, _ = jax.jit(method.update, static_argnums=0)(ctx.task, state, None)
       head = np.asarray(state['ridge'].W)
-    # The same per-batch features the method learned from: the union stream,
-    # D_f first, then D_r.
+    # The same per-batch features the method learned from: the union stream
+    # (rows numbered D_f first, then D_r, without training-set ids), D_r kept.
     features_fn = functools.partial(jax.jit(ctx.task.features), s['variables'])
-    f, t, w = (np.concatenate(parts) for parts in
-               zip(*acu._stream(ctx, 'union', acu.BATCH_SIZE, features_fn)))
-    f, t = f[w > 0][len(s['forget']):], t[w > 0][len(s['forget']):]
+    ids = np.concatenate(acu.row_ids(ctx))
+    f, t, w, seen = (np.concatenate(parts) for parts in
+                     zip(*acu._stream(ctx, 'union', ids, acu.BATCH_SIZE, features_fn)))
+    kept = (w > 0) & (seen >= len(s['forget']))
+    f, t = f[kept], t[kept]
     want = np.asarray(ridge.closed_form(acu.buffer_features(f, state['buffer']), t))
     self.assertLess(np.abs(head - want).max() / np.abs(want).max(), 1e-8)
 

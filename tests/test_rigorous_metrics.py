@@ -1,12 +1,17 @@
 """Margins, KLoM, U-LiRA, the NeurIPS 2023 challenge score and the entropy MIA."""
+import os
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl.testing import absltest
 
 from mu_jax import ensembles, sharding
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation import challenge, entropy_mia, klom, margins, ulira
+from mu_jax.evaluation import challenge, entropy_mia, klom, margins, mia, ulira
+from mu_jax import configs
+from mu_jax.experiments import rigorous, validation
 from mu_jax.tasks import classification
 from mu_jax.models import create_model
 from tests import helpers
@@ -75,6 +80,21 @@ class KLoMTest(absltest.TestCase):
                                [0.25 * np.log(0.25 / q[0]) + 0.75 * np.log(0.75 / q[1])],
                                rtol=1e-5)
 
+  def test_oracle_first_is_the_reference_drivers_direction(self):
+    # data-unlearning-bench run.py:142 passes the oracles' margins first.
+    u = np.zeros((4, 1))
+    o = np.array([[0.0], [3.0], [3.0], [3.0]])
+    # Unlearned first: P = (1, 0), Q = (1/4, 3/4): KL = log 4.
+    np.testing.assert_allclose(klom.klom(u, o, bins=2, direction='unlearned_first'),
+                               [np.log(4)], rtol=1e-6)
+    # Oracle first: P = (1/4, 3/4), Q = (1, 0) floored at eps in bin 2 and renormalised.
+    q = np.array([1.0, 1e-5]) / 1.00001
+    np.testing.assert_allclose(klom.klom(u, o, bins=2, direction='oracle_first'),
+                               [0.25 * np.log(0.25 / q[0]) + 0.75 * np.log(0.75 / q[1])],
+                               rtol=1e-5)
+    with self.assertRaisesRegex(MuJaxError, r"'backward'.*valid: unlearned_first, oracle_first"):
+      klom.klom(u, o, direction='backward')
+
   def test_summary_and_errors(self):
     s = klom.summarize(np.arange(101.0))
     self.assertEqual((s.mean, s.p95, s.p99), (50.0, 95.0, 99.0))
@@ -110,6 +130,28 @@ class ULiRATest(absltest.TestCase):
                                    rtol=1e-9)
     with self.assertRaisesRegex(MuJaxError, 'folds'):
       ulira.ulira_accuracy(np.zeros((3, 1)), np.zeros((3, 1)))
+
+
+  def test_tpr_at_low_fpr_by_hand(self):
+    # Unlearned targets (positives) 3, 2, 1, 0; oracle targets 2.5, 0.5, -1, -2.
+    pos, neg = np.array([[3.0, 2.0], [1.0, 0.0]]), np.array([[2.5, 0.5], [-1.0, -2.0]])
+    self.assertEqual(ulira.tpr_at_fpr(pos, neg, 0.25), 25.0)    # no false positive: t = 3
+    self.assertEqual(ulira.tpr_at_fpr(pos, neg, 0.5), 75.0)     # one (2.5): t = 1
+    self.assertEqual(ulira.tpr_at_fpr(pos, neg, 1.0), 100.0)    # three: t = -1
+    # A tie across the sides moves both rates at once: t = 1 has FPR 1/2, so below it none.
+    self.assertEqual(ulira.tpr_at_fpr(np.ones(2), np.array([1.0, 0.0]), 0.5), 0.0)
+    self.assertTrue(np.isnan(ulira.tpr_at_fpr(np.zeros(0), np.zeros(3), 0.01)))
+
+  def test_tpr_at_fpr_matches_lira_plot_on_the_full_roc(self):
+    from sklearn.metrics import roc_curve
+    rng = np.random.default_rng(4)
+    pos = np.round(rng.normal(1.0, 1.0, 3000), 1)   # rounded: many ties
+    neg = np.round(rng.normal(0.0, 1.0, 5000), 1)
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(3000), np.zeros(5000)], np.r_[pos, neg],
+                            drop_intermediate=False)
+    for rate in ulira.LOW_FPRS:
+      self.assertAlmostEqual(ulira.tpr_at_fpr(pos, neg, rate),
+                             100 * tpr[np.where(fpr < rate)[0][-1]], places=10)
 
 
 # ---- A NumPy reference of the challenge score, written from the reference
@@ -219,6 +261,55 @@ class EntropyMIATest(absltest.TestCase):
 
   def test_entropy_closed_form(self):
     np.testing.assert_allclose(classification.entropy(jnp.zeros((1, 4))), [np.log(4)], rtol=1e-6)
+
+
+def _population(rng, shift: float) -> rigorous.Population:
+  """4 members on 6 forget / 20 retain / 8 test rows with margins shifted by `shift`."""
+  def outputs(n):
+    margin = rng.normal(shift, 1.0, (4, n))
+    return margins.Outputs(margin, margin > 0, 1 / (1 + np.exp(-margin)), rng.uniform(size=(4, n)))
+  return rigorous.Population({'w': np.zeros((4, 1))}, None,
+                             {'forget': outputs(6), 'retain': outputs(20), 'test': outputs(8)})
+
+
+class RigorousScoreTest(absltest.TestCase):
+  """The protocol options reach the rigorous row: KLoM direction, MIA rows, U-LiRA TPRs."""
+
+  def _config(self, **rigorous_options):
+    config = ml_collections.ConfigDict(dict(
+        seed=0, eval=dict(batch_size=8, mia_max_per_side=0, mia_members='first'),
+        rigorous=rigorous.default_config()))
+    config.rigorous.update(rigorous_options)
+    return config
+
+  def test_row_has_the_reference_options_and_low_fpr_tprs(self):
+    rng = np.random.default_rng(0)
+    pop, oracle = _population(rng, 1.0), _population(rng, 0.0)
+    config = self._config(klom_direction='oracle_first', mia_members=1)
+    row, details = rigorous.score(config, 'm', pop, oracle, relearn_steps=None, seconds=1.0)
+    self.assertIn('U-LiRA TPR@0.1%', rigorous.COLUMNS)
+    for rate, column in zip(ulira.LOW_FPRS, ('U-LiRA TPR@0.1%', 'U-LiRA TPR@1%')):
+      self.assertEqual(row[column],
+                       ulira.tpr_at_fpr(details['ulira_u'], details['ulira_o'], rate))
+    np.testing.assert_allclose(details['klom_forget'],
+                               klom.klom(oracle.outputs['forget'].margin,
+                                         pop.outputs['forget'].margin))
+    out = pop.outputs
+    self.assertEqual(row['MIA'], mia.mia_efficacy(out['retain'].confidence[0],
+                                                  out['test'].confidence[0],
+                                                  out['forget'].confidence[0], members='first'))
+
+  def test_unknown_options_are_refused_before_any_work(self):
+    path = os.path.join(os.path.dirname(configs.__file__), 'digits_rigorous.py')
+    for key, value, allowed in (('rigorous.klom_direction', 'reverse',
+                                 'unlearned_first, oracle_first'),
+                                ('eval.mia_members', 'all', 'sample, first')):
+      config = rigorous.make_config(path, 'smoke=True')
+      block, leaf = key.split('.')
+      with config.unlocked():
+        config[block][leaf] = value
+      with self.assertRaisesRegex(MuJaxError, rf"config.{key} is '{value}'; it must be {allowed}."):
+        validation.check_config(config)
 
 
 class OracleAgainstItselfTest(absltest.TestCase):

@@ -12,6 +12,7 @@ from absl.testing import absltest, parameterized
 
 from tests import helpers
 from mu_jax import sharding
+from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
 from mu_jax.methods import Context, create_method, run_method
@@ -53,6 +54,52 @@ def mlp_context(mesh_spec='data:1', **kw):
   return test_methods.context(mesh_spec)._replace(**kw)
 
 
+def cached_entries(cache_dir):
+  """The cache's entries (a checkpoint may keep a '.lock' file beside its folder)."""
+  return [f for f in os.listdir(cache_dir) if not f.endswith('.lock')]
+
+
+def pass_names(spy):
+  """The passes a spy on fisher.importance saw: a stream's name, or 'D' for given rows."""
+  return [c.args[4] if isinstance(c.args[4], str) else 'D' for c in spy.call_args_list]
+
+
+def id_request(forget_ids, n=200, seed=0):
+  """A linear 3-class request on n rows whose first feature is the row id / 100."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, lin.DIM)).astype(np.float32)
+  x[:, 0] = np.arange(n) / 100
+  y = rng.integers(0, lin.CLASSES, n).astype(np.int32)
+  forget = np.zeros(n, bool)
+  forget[forget_ids(y)] = True
+  variables = {'params': {'head': {
+      'kernel': rng.normal(size=(lin.DIM, lin.CLASSES)).astype(np.float32),
+      'bias': rng.normal(size=lin.CLASSES).astype(np.float32)}}}
+  ctx = Context(lin.SPEC, Examples(x=x[forget], y=y[forget]),
+                Examples(x=x[~forget], y=y[~forget]), sharding.make_mesh('data:1'), 3)
+  return variables, ctx, y, np.flatnonzero(forget), np.flatnonzero(~forget)
+
+
+CLASS_1 = lambda y: y == 1                                   # a whole-class request
+RANDOM_20 = lambda y: np.random.default_rng(5).choice(len(y), 20, replace=False)
+
+
+def reference_batches(ids, size):
+  return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def expected_reference(request, y, forget, retain, batch_size):
+  """The official loaders' batches of row ids, (D pass, D_f pass), written out."""
+  if request is CLASS_1:   # forget_full_class_main.py: -b 64 for both; retain class by class
+    size = batch_size or 64
+    retain = np.concatenate([retain[y[retain] == k] for k in range(lin.CLASSES)])
+    return (reference_batches(np.concatenate([retain, forget]), size),
+            reference_batches(forget, size))
+  size = batch_size or 128  # forget_random_main.py: D at -b (128), D_f at 128 always
+  return (reference_batches(np.concatenate([retain, forget]), size),
+          reference_batches(forget, 128))
+
+
 class SSDTest(parameterized.TestCase):
 
   def test_dampen_matches_numpy_and_zero_importance_gives_no_nan(self):
@@ -79,7 +126,8 @@ class SSDTest(parameterized.TestCase):
     out = run_method(create_method('ssd', estimator=estimator, batch_size=8,
                                    selection_weighting=1.02, dampening_constant=0.7),
                      variables, ctx)
-    i_d = lin.numpy_importance(estimator, variables, ctx, 'union', 8)
+    canonical = ctx._replace(retain=Examples(cache.canonical_union(ctx)))
+    i_d = lin.numpy_importance(estimator, variables, canonical, 'retain', 8)
     i_f = lin.numpy_importance(estimator, variables, ctx, 'forget', 8)
     want, count = numpy_dampen(variables['params'], i_d, i_f, 1.02, 0.7)
     assert_trees_close(out.variables['params'], want, rtol=1e-5, atol=1e-7)
@@ -90,7 +138,7 @@ class SSDTest(parameterized.TestCase):
     variables = test_methods.setting()['variables']
     ctx = mlp_context()
     out = run_method(create_method('ssd', batch_size=32), variables, ctx)
-    i_d = fisher.importance('batch', ctx.task, variables, ctx, 'union', 32)
+    i_d = fisher.importance('batch', ctx.task, variables, ctx, cache.canonical_union(ctx), 32)
     i_f = fisher.importance('batch', ctx.task, variables, ctx, 'forget', 32)
     want, count = numpy_dampen(variables['params'], i_d, i_f, 10.0, 1.0)
     assert_trees_close(out.variables['params'], want, rtol=1e-6, atol=1e-7)
@@ -127,12 +175,12 @@ class SSDTest(parameterized.TestCase):
       for _ in range(2):
         with mock.patch.object(fisher, 'importance', wraps=fisher.importance) as spy:
           runs.append(run_method(method, variables, ctx))
-        runs[-1] = (runs[-1], [c.args[4] for c in spy.call_args_list])
-      self.assertEqual(runs[0][1], ['union', 'forget'])
+        runs[-1] = (runs[-1], pass_names(spy))
+      self.assertEqual(runs[0][1], ['D', 'forget'])
       self.assertEqual(runs[1][1], ['forget'])
       assert_trees_close(runs[0][0].variables, runs[1][0].variables, rtol=0, atol=0)
       self.assertEqual([f for f in os.listdir(cache_dir) if 'tmp' in f], [])
-      self.assertLen(os.listdir(cache_dir), 1)
+      self.assertLen(cached_entries(cache_dir), 1)
 
   def test_bad_hyper_parameters_are_refused(self):
     with self.assertRaisesRegex(MuJaxError, 'valid: batch, per_example, label_free'):
@@ -141,6 +189,8 @@ class SSDTest(parameterized.TestCase):
       create_method('ssd', layers='head[')
     with self.assertRaisesRegex(MuJaxError, 'selection_weighting >= 0'):
       create_method('ssd', selection_weighting=-1.0)
+    with self.assertRaisesRegex(MuJaxError, "order 'official'; valid: canonical, reference"):
+      create_method('ssd', order='official')
 
   def test_stale_cache_is_recomputed(self):
     variables = test_methods.setting()['variables']
@@ -148,11 +198,11 @@ class SSDTest(parameterized.TestCase):
     with tempfile.TemporaryDirectory() as cache_dir:
       ctx = mlp_context(cache_dir=cache_dir)
       fresh = run_method(method, variables, ctx)
-      (name,) = os.listdir(cache_dir)
+      (name,) = cached_entries(cache_dir)
       cache.save(os.path.join(cache_dir, name), {'other': np.zeros(3)})   # a stale entry
       with mock.patch.object(fisher, 'importance', wraps=fisher.importance) as spy:
         again = run_method(method, variables, ctx)
-      self.assertEqual([c.args[4] for c in spy.call_args_list], ['union', 'forget'])
+      self.assertEqual(pass_names(spy), ['D', 'forget'])
       assert_trees_close(fresh.variables, again.variables, rtol=0, atol=0)
 
   def test_eight_devices_match_one(self):
@@ -173,6 +223,63 @@ class SSDTest(parameterized.TestCase):
       state, _ = method.update(ctx.task, state, None)
     assert_trees_close(method.result(state), jitted.variables, rtol=1e-6, atol=1e-7)
     self.assertEqual(method.report(state), jitted.info)
+
+  @parameterized.parameters((CLASS_1, None), (RANDOM_20, None), (RANDOM_20, 32))
+  def test_reference_order_batches_as_the_official_loaders(self, request, batch_size):
+    variables, ctx, y, forget, retain = id_request(request)
+    seen = []
+
+    def record(totals, count, params, model_state, batch, **kw):
+      w = np.asarray(batch['w'])
+      seen.append((len(w), np.rint(np.asarray(batch['x'])[w > 0, 0] * 100).astype(int)))
+      return accumulate(totals, count, params, model_state, batch, **kw)
+
+    accumulate = fisher._accumulate
+    with mock.patch.object(fisher, '_accumulate', side_effect=record):
+      create_method('ssd', order='reference', batch_size=batch_size).prepare(ctx, variables)
+    want_d, want_f = expected_reference(request, y, forget, retain, batch_size)
+    d_size = batch_size or (64 if request is CLASS_1 else 128)
+    f_size = 64 if request is CLASS_1 else 128
+    want = [(d_size, b) for b in want_d] + [(f_size, b) for b in want_f]
+    self.assertEqual([(n, list(ids)) for n, ids in seen], [(n, list(ids)) for n, ids in want])
+
+  @parameterized.parameters((CLASS_1, None), (RANDOM_20, 32))
+  def test_reference_importance_is_the_mean_of_squared_batch_mean_gradients(
+      self, request, batch_size):
+    variables, ctx, y, forget, retain = id_request(request)
+    x = np.concatenate([ctx.forget['x'], ctx.retain['x']])
+    labels = np.concatenate([ctx.forget['y'], ctx.retain['y']])
+    by_id = {int(round(r[0] * 100)): i for i, r in enumerate(x)}
+
+    def by_hand(batches):   # (1/B) Σ_b (∇ mean_{i∈b} ℓ_i)², float64, ragged last batch too
+      grads = [lin.numpy_gradients('batch', variables, x[rows], labels[rows], np.ones(len(rows)))
+               for rows in ([by_id[i] for i in b] for b in batches)]
+      return {'head': {'kernel': np.mean([g[0]**2 for g in grads], 0),
+                       'bias': np.mean([g[1]**2 for g in grads], 0)}}
+
+    state = create_method('ssd', order='reference', batch_size=batch_size).prepare(ctx, variables)
+    want_d, want_f = expected_reference(request, y, forget, retain, batch_size)
+    self.assertTrue(len(want_d[-1]) < len(want_d[0]))   # the partial last batch is covered
+    assert_trees_close(state.importance_d, by_hand(want_d), rtol=1e-5, atol=1e-8)
+    assert_trees_close(state.importance_f, by_hand(want_f), rtol=1e-5, atol=1e-8)
+
+  def test_select_alpha_with_reference_order_fits_on_the_reference_batches(self):
+    variables, ctx, y, forget, retain = id_request(RANDOM_20)
+    seen = []
+
+    def record(totals, count, params, model_state, batch, **kw):
+      w = np.asarray(batch['w'])
+      seen.append((len(w), list(np.rint(np.asarray(batch['x'])[w > 0, 0] * 100).astype(int))))
+      return accumulate(totals, count, params, model_state, batch, **kw)
+
+    accumulate = fisher._accumulate
+    with mock.patch.object(fisher, '_accumulate', side_effect=record):
+      ssd_lib.select_alpha(variables, ctx, target_forget_acc=100.0, alphas=(1.0,),
+                           retain_tolerance=100.0, order='reference', batch_size=32)
+    held_out = np.random.default_rng(ctx.seed).permutation(20)[:4]   # a fifth of D_f
+    fit = forget[np.setdiff1d(np.arange(20), held_out)]              # in D_f's order
+    want_d, _ = expected_reference(RANDOM_20, y, forget, retain, 32)
+    self.assertEqual(seen, [(32, list(b)) for b in want_d] + [(128, list(fit))])
 
   def test_select_alpha_returns_the_largest_alpha_that_forgets_held_out_rows(self):
     variables = test_methods.setting()['variables']

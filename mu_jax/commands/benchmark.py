@@ -6,6 +6,7 @@
 import time
 
 from mu_jax.commands import cli
+from mu_jax.evaluation import mia_note
 from mu_jax.experiments.benchmark import columns, run_benchmark
 from mu_jax.experiments.results import markdown_table
 
@@ -16,6 +17,7 @@ def main():
   result = run_benchmark(config, workdir)
   print(f'\n{config.data.source} / {config.model.name} / forget={config.forget}\n')
   print(markdown_table(result['rows'], columns(config)))
+  print(f'\n{mia_note(config.eval)}')
   cli.print_done(began, result['directory'])
 
 

@@ -13,6 +13,7 @@ prints, and writes results, while Orbax coordinates the checkpoints, which
 every process saves together.
 """
 import importlib.util
+import signal
 import time
 import os
 import sys
@@ -22,8 +23,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mu_jax import sharding
+from mu_jax import checkpoint, files, sharding
 from mu_jax.errors import MuJaxError
+from mu_jax.experiments import config_lib, validation
 
 CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A config module (mu_jax.configs.digits_mlp) or file (configs/digits_mlp.py), '
@@ -40,6 +42,10 @@ COORDINATOR = flags.DEFINE_string(
     'cluster: host:port of process 0 (give --num_processes and --process_id too).')
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
+DISCARD_DAMAGED = flags.DEFINE_bool(
+    'discard_damaged', False, 'Delete a cached model or statistics checkpoint that cannot be '
+    'read (garbled or truncated files) and make it again; without it such a checkpoint '
+    'is refused, never loaded.')
 
 
 def default_workdir(config_argument: str) -> str:
@@ -63,20 +69,55 @@ def _one_line(error) -> str:
   return ' '.join(str(error).replace('"', "'").split())
 
 
-def _config_errors(action: Callable):
-  """Runs `action`, turning a config or flag mistake into one line and exit 1."""
+def _config_errors(action: Callable, argv: list[str] = ()):
+  """Runs `action`, turning a config or flag mistake into one line and exit 1; a
+  failed `--config.<key>=<value>` of `argv` is named with what the key allows."""
   try:
     return action()
   except MuJaxError as e:
     _fail(str(e))
+  except SyntaxError as e:
+    _fail(f'Cannot load the config: {e.filename} has a syntax error at line {e.lineno} '
+          f'({e.msg}); fix the file.')
   except OSError as e:
     _fail(f'Cannot load the config file ({_one_line(e).split(" Attempted")[0]}); '
           'pass a config module or an existing config file to --config.')
-  except KeyError as e:
-    _fail(f'The config has no key {_one_line(e.args[0])}; check the override '
-          'against the config file.')
-  except (flags.Error, AttributeError, TypeError, ValueError) as e:
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = _override_error(argv)
+    if message:
+      _fail(message)
+    if isinstance(e, KeyError):
+      _fail(f'The config has no key {_one_line(e.args[0])}; check the override '
+            'against the config file.')
     _fail(f'Bad flag or config override: {_one_line(e)}.')
+
+
+def _overrides(argv: list[str]):
+  """(key path, value) of each `--config.<path>=<value>`; the value is None for
+  `--config.<path> <value>`, whose value cannot be told from the next flag."""
+  for arg in argv:
+    if arg.startswith('--config.'):
+      path, sep, value = arg[len('--config.'):].partition('=')
+      yield path, value if sep else None
+
+
+def _override_error(argv: list[str]) -> str | None:
+  """The first override of `argv` that the --config of `argv` cannot take, as a
+  sentence; None when none is at fault (or the config itself does not load)."""
+  given = [a.split('=', 1)[1] if a.startswith('--config=') else argv[i + 1]
+           for i, a in enumerate(argv)
+           if a.startswith('--config=') or (a == '--config' and i + 1 < len(argv))]
+  if not given:
+    return None
+  try:
+    config = config_lib.load_config_file(*given[-1].split(':', 1))
+    for path, value in _overrides(argv):
+      message = validation.override_error(config, path, value)
+      if message:
+        return message
+  except Exception:   # the config failed to load: the caller's generic sentence stands
+    return None
+  return None
 
 
 def start_distributed() -> None:
@@ -96,7 +137,8 @@ def start_distributed() -> None:
 
 
 def run(main: Callable[[], None], *, needs_config: bool = True) -> None:
-  """Runs `main` under absl; a MuJaxError becomes one line on stderr and exit 1."""
+  """Runs `main` under absl; a MuJaxError or a failed write becomes one line on stderr and
+  exit 1, Ctrl-C (or SIGTERM) one line and exit 130 (143), leaving a rerun to resume."""
 
   def wrapped(argv):
     if len(argv) > 1:
@@ -109,14 +151,50 @@ def run(main: Callable[[], None], *, needs_config: bool = True) -> None:
     logging.set_verbosity(logging.INFO)
     # Orbax logs every save step at INFO; keep the console to mu_jax's progress.
     logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
-    if MULTIHOST.value:
-      start_distributed()
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _without_closed_loop_noise
     try:
-      main()
+      if MULTIHOST.value:
+        start_distributed()
+      if needs_config and sharding.is_primary():
+        files.check_workdir(workdir())
+      with checkpoint.discarding_damaged(DISCARD_DAMAGED.value):
+        main()
     except MuJaxError as e:
+      _quiet_teardown()
       _fail(str(e))
+    except OSError as e:   # a failed write outside the library's own error handling
+      if e.errno not in files.WRITE_ERRNOS:
+        raise
+      _quiet_teardown()
+      where = e.filename or (workdir() if needs_config else os.getcwd())
+      _fail(str(files.write_error(e, where, "the run's files")))
+    except KeyboardInterrupt as e:
+      _quiet_teardown()
+      print(f'{e.args[0] if e.args else "interrupted"}; rerun the same command to resume',
+            file=sys.stderr)
+      sys.exit(143 if e.args else 130)
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _terminate(signum, frame):
+  """SIGTERM unwinds like Ctrl-C (partial run folders are removed on the way out)."""
+  raise KeyboardInterrupt('terminated')
+
+
+def _without_closed_loop_noise(unraisable) -> None:
+  """Drops what Orbax's TensorStore callbacks raise into the void once a failed read or
+  write has closed their event loop; anything else is printed as usual."""
+  error = unraisable.exc_value
+  if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+    sys.__unraisablehook__(unraisable)
+
+
+def _quiet_teardown() -> None:
+  """Keeps a failed run's exit to its one line: work still pending in background threads
+  (e.g. Orbax's writes) may raise into the void while the interpreter shuts down."""
+  sys.unraisablehook = lambda unraisable: None
 
 
 def print_done(began: float, directory: str) -> None:
@@ -129,6 +207,7 @@ def resolve_config(value: str) -> str:
   """A --config value with a module name ('mu_jax.configs.x:arg') turned into its file's path."""
   target, colon, arg = value.partition(':')
   if os.path.isfile(target):
+    _config_errors(lambda: config_lib.check_config_file(target))
     return value
   example = 'e.g. --config=mu_jax.configs.digits_mlp or --config=path/to/config.py'
   if target.endswith('.py') or os.sep in target:
@@ -139,6 +218,7 @@ def resolve_config(value: str) -> str:
     spec = None
   if spec is None or not (spec.origin or '').endswith('.py'):
     _fail(f'Config module {target} cannot be imported; pass a config module or file, {example}.')
+  _config_errors(lambda: config_lib.check_config_file(spec.origin))
   return spec.origin + colon + arg
 
 
@@ -149,4 +229,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
       argv[i] = '--config=' + resolve_config(arg.split('=', 1)[1])
     elif arg == '--config' and i + 1 < len(argv):
       argv[i + 1] = resolve_config(argv[i + 1])
-  return _config_errors(lambda: flags.FLAGS(argv))
+  parsed = _config_errors(lambda: flags.FLAGS(argv), argv)
+  # Every value checked before any work (a command without --config has none).
+  _config_errors(lambda: CONFIG.value is None or validation.check_config(CONFIG.value))
+  return parsed

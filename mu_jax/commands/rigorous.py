@@ -6,6 +6,7 @@
 import time
 
 from mu_jax.commands import cli
+from mu_jax.evaluation import mia_note
 from mu_jax.experiments.rigorous import markdown_table, run_rigorous
 
 
@@ -17,6 +18,7 @@ def main():
   print(f"\n{config.data.source} / {config.model.name} / request {result['request']} / "
         f'scenario={rc.scenario} / {rc.num_models} models per side\n')
   print(markdown_table(result['rows']))
+  print(f'\n{mia_note(config.eval)}')
   cli.print_done(began, result['directory'])
 
 

@@ -3,7 +3,8 @@
   mu-jax ssd-alpha --config=mu_jax.configs.fashion_mnist_cnn:forget=class:0
 
 Runs `mu_jax.methods.ssd.select_alpha` on the cached original model with the
-config's SSD hyper-parameters and prints every α tried. Without
+config's SSD hyper-parameters (the official loaders' batches with
+--config.unlearn.ssd.order=reference) and prints every α tried. Without
 --target_forget_acc the target follows the request: for a whole class, 5% (an
 oracle misclassifies every row of a class it never saw, forget accuracy 0; on
 Fashion-MNIST class 0 no α keeps retain accuracy within 1 point below 3%);
@@ -44,7 +45,8 @@ def main():
   chosen = ssd.select_alpha(
       setting.original.variables, request_context(setting), target_forget_acc=target,
       retain_tolerance=TOLERANCE.value, dampening_constant=hp['dampening_constant'],
-      estimator=hp['estimator'], layers=hp['layers'], batch_size=hp['batch_size'])
+      estimator=hp['estimator'], layers=hp['layers'], order=hp['order'],
+      batch_size=hp['batch_size'])
   print(markdown_table(chosen.trials, ('alpha', 'selected', 'forget_acc', 'retain_acc')))
   with runs.new_run(os.path.join(setting.request_dir, 'ssd-alpha'), config) as run:
     atomic_write(os.path.join(run.path, 'ssd_alpha.json'), json.dumps(

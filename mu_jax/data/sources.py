@@ -32,6 +32,8 @@ class RawData(NamedTuple):
 
 SourceFn = Callable[[str, str | None], RawData]
 SOURCES: Registry[SourceFn] = Registry('dataset source')
+# Sources without a test split of their own: `load_dataset` carves theirs by test_fraction.
+CARVED_TEST = frozenset({'digits', 'diabetes', 'friedman'})
 
 # Supported TFDS names and their class counts (used if the info lacks one).
 TFDS_NUM_CLASSES = {

@@ -45,6 +45,11 @@ def load_dataset(spec: str, *, data_dir: str | None = None, seed: int = 0,
     raise MuJaxError(
         f'{spec} leaves no training examples after holding out val and test; '
         'lower val_fraction or test_fraction.')
+  if not has_test and not len(test):
+    raise MuJaxError(
+        f'test_fraction={test_fraction} of the {len(raw.train_y)} rows of {spec} holds out '
+        f'no test rows, and the evaluation needs some; set it to at least '
+        f'{1 / len(raw.train_y):.2g}.')
   test_x, test_y = ((raw.test_x, raw.test_y) if has_test else
                     (raw.train_x[test], raw.train_y[test]))
   scale = np.float32(1.0 / raw.max_value)

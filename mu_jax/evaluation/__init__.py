@@ -5,4 +5,5 @@ attacks (relearn, worst_case) are imported by module name.
 """
 from mu_jax.evaluation.metrics import predict_outputs, split_statistics
 from mu_jax.evaluation.mia import mia_efficacy
-from mu_jax.evaluation.report import GAP_METRICS, avg_gap, evaluate_model, table_columns
+from mu_jax.evaluation.report import (GAP_METRICS, avg_gap, evaluate_model, mia_note,
+                                      table_columns)

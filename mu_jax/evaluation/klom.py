@@ -11,16 +11,20 @@ over `bins` equal bins spanning their joint range, and
 where q is floored at `eps` in every bin that p occupies and renormalised
 (scipy.stats.entropy normalises both arguments, as the reference does).
 
-Direction: KL(unlearned ‖ oracle) is the expected log-likelihood ratio per
-margin an auditor observes from the unlearned models, so it is large exactly
-when unlearning produces outputs that retraining would (almost) never
-produce: evidence that the forget set still shows. The reverse direction
-would instead penalise oracle outputs the unlearned models miss. The
-reference code computes this direction too.
+Direction (`direction`): 'unlearned_first', the default, is KL(unlearned ‖
+oracle), the expected log-likelihood ratio per margin an auditor observes
+from the unlearned models, large exactly when unlearning produces outputs
+that retraining would (almost) never produce: evidence that the forget set
+still shows. 'oracle_first' is KL(oracle ‖ unlearned) (eps then floors the
+unlearned histogram), which penalises oracle outputs the unlearned models
+miss; it is what the reference reports: its driver (`run.py` `load_klom`)
+calls `kl_from_margins(oracle_margins, margins)`, whose first argument is
+the KL's first distribution.
 
 One deviation: the last bin is closed on the right (np.histogram's
-convention), where the reference's `np.digitize` drops the samples equal to
-the joint maximum from both histograms.
+convention), where the reference's `np.digitize` (right=False) gives the
+samples equal to the joint maximum index bins + 1, which no bin counts: unless
+all samples are equal, at least one is dropped from every example's histograms.
 """
 from typing import NamedTuple
 
@@ -32,6 +36,9 @@ from mu_jax.errors import MuJaxError
 
 BINS = 20     # data-unlearning-bench compute_binned_KL_div: bin_count=20
 EPS = 1e-5    # data-unlearning-bench compute_binned_KL_div: eps=1e-5
+# 'unlearned_first' (the default, on purpose: see the docstring); 'oracle_first':
+# data-unlearning-bench `run.py:142`, kl_from_margins(oracle_margins, margins).
+DIRECTIONS = ('unlearned_first', 'oracle_first')
 
 
 def _histogram(values: jax.Array, lo: jax.Array, hi: jax.Array, bins: int) -> jax.Array:
@@ -58,8 +65,16 @@ def _klom(unlearned, oracle, *, bins: int, eps):
   return jax.vmap(lambda p, q: _kl_one(p, q, bins, eps), in_axes=(1, 1))(unlearned, oracle)
 
 
-def klom(unlearned, oracle, *, bins: int = BINS, eps: float = EPS) -> np.ndarray:
-  """Per-example KLoM [S] from margins [M_u, S] of unlearned models and [M_o, S] of oracles."""
+def klom(unlearned, oracle, *, bins: int = BINS, eps: float = EPS,
+         direction: str = 'unlearned_first') -> np.ndarray:
+  """Per-example KLoM [S] from margins [M_u, S] of unlearned models and [M_o, S] of oracles.
+
+  `direction`: 'unlearned_first' is KL(unlearned ‖ oracle), 'oracle_first'
+  KL(oracle ‖ unlearned), the reference driver's.
+  """
+  if direction not in DIRECTIONS:
+    raise MuJaxError(f'KLoM direction {direction!r} (rigorous.klom_direction) is unknown; '
+                     f'valid: {", ".join(DIRECTIONS)}.')
   unlearned, oracle = np.asarray(unlearned, np.float32), np.asarray(oracle, np.float32)
   if unlearned.ndim != 2 or oracle.ndim != 2 or unlearned.shape[1] != oracle.shape[1]:
     raise MuJaxError(f'KLoM needs margins [models, examples] for the same examples on both '
@@ -69,7 +84,8 @@ def klom(unlearned, oracle, *, bins: int = BINS, eps: float = EPS) -> np.ndarray
                      'raise the number of models.')
   if unlearned.shape[1] == 0:
     return np.zeros(0, np.float32)
-  return np.asarray(_klom(unlearned, oracle, bins=bins, eps=jnp.float32(eps)))
+  first, second = (oracle, unlearned) if direction == 'oracle_first' else (unlearned, oracle)
+  return np.asarray(_klom(first, second, bins=bins, eps=jnp.float32(eps)))
 
 
 class Summary(NamedTuple):

@@ -17,11 +17,11 @@ from absl import logging
 
 from mu_jax.experiments import config_lib
 from mu_jax.errors import NonFiniteError
-from mu_jax.evaluation import avg_gap, table_columns
+from mu_jax.evaluation import avg_gap, mia_note, table_columns
 from mu_jax import logs
 from mu_jax.data import save_indices
-from mu_jax.experiments import runs
-from mu_jax.experiments.results import atomic_write, write_results
+from mu_jax.experiments import runs, validation
+from mu_jax.experiments.results import atomic_write, mark_chance, write_results
 from mu_jax.methods import Context, create_method, run_method
 from mu_jax.tasks import TASKS, Task, requires
 from mu_jax.experiments.setting import Setting, evaluate_on_setting, prepare_setting
@@ -30,7 +30,8 @@ from mu_jax.experiments.setting import Setting, evaluate_on_setting, prepare_set
 def request_context(setting: Setting, cache_dir: str | None = None) -> Context:
   """The unlearning request of a setting; statistics cached beside the original by default."""
   return Context(setting.task, setting.forget, setting.retain, setting.mesh, setting.config.seed,
-                 cache_dir=cache_dir or os.path.join(setting.original.directory, 'statistics'))
+                 cache_dir=cache_dir or os.path.join(setting.original.directory, 'statistics'),
+                 forget_ids=setting.forget_idx, retain_ids=setting.retain_idx)
 
 
 def unlearn(setting: Setting, name: str, ctx: Context | None = None):
@@ -71,7 +72,7 @@ def write_run(setting: Setting, rows: list[dict], run_dir: str, started: float) 
       'test_size': int(len(setting.data.test)), 'forget_indices': 'forget_indices.npy',
       'forget_indices_sha256': runs.indices_hash(setting.forget_idx),
       'columns': list(table_columns(setting.task)), 'provenance': runs.provenance(started)},
-      columns=table_columns(setting.task))
+      columns=table_columns(setting.task), note=mia_note(setting.config.eval))
 
 
 def columns(config) -> tuple[str, ...]:
@@ -99,6 +100,7 @@ def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) ->
   Returns {'rows': the rows, 'directory': the run folder they were written to}.
   """
   started = time.time()
+  validation.check_config(config)
   methods = config_lib.method_names(config) if methods is None else list(methods)
   setting = prepare_setting(config, workdir, check_methods(config, methods))
   oracle = evaluate_on_setting(setting, setting.oracle.variables)
@@ -114,5 +116,6 @@ def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) ->
       except NonFiniteError as e:   # one diverging method must not sink the table
         logging.warning('%s', e)
         rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
+    mark_chance(rows, setting.task, setting.data.test)
     write_run(setting, rows, run.path, started)
   return {'rows': rows, 'directory': run.path}

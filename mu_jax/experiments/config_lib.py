@@ -4,6 +4,7 @@ Each config file's `get_config(arg)` starts from `base_config()`, sets its
 data set, model and recipe, then calls `finish(config, arg)`, which applies
 the `key=value,...` argument, shrinks everything when smoke=True, and locks.
 """
+import ast
 import importlib.util
 import inspect
 import os
@@ -46,7 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
       # IAU's training-time gradient restriction α (0 = plain training; the
       # official IAU code trains IAU-ready models with 0.005).
       gradient_restriction=0.0))
-  c.eval = ml_collections.ConfigDict(dict(batch_size=512, mia_max_per_side=0))
+  # SVC MIA rows: no cap per side, as SalUn main_forget.py; mia_members 'sample' (a seeded
+  # sample, fair whatever order a source keeps its rows in) or 'first' (SalUn's
+  # `Subset(retain_dataset, range(test_len))`): mu_jax.evaluation.mia.
+  c.eval = ml_collections.ConfigDict(dict(batch_size=512, mia_max_per_side=0,
+                                          mia_members='sample'))
   c.unlearn = ml_collections.ConfigDict()   # per-method hyper-parameter overrides
   return c
 
@@ -68,23 +73,53 @@ def parse_arg(arg: str | None, extra_keys: tuple[str, ...] = ()) -> dict[str, st
   return out
 
 
-def _convert(old, value: str):
-  if isinstance(old, bool):
-    if value.lower() not in ('true', 'false', '1', '0'):
-      raise MuJaxError(f'Expected True or False, got {value!r}.')
-    return value.lower() in ('true', '1')
-  if isinstance(old, (int, float)):
-    try:
-      return type(old)(value)
-    except ValueError as e:
-      raise MuJaxError(f'Expected a value of type {type(old).__name__}, got {value!r}.') from e
-  return value
+# What a value of each type must look like, for the errors.
+EXPECTED_TYPES = {bool: 'True or False', int: 'a whole number (int)', float: 'a number (float)'}
+
+
+def _convert(key: str, old, value: str):
+  """`value` as the type of the field's current value `old`; refuses it naming `key`."""
+  kind = type(old)
+  try:
+    if kind is bool:
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(value)
+      return value.lower() in ('true', '1')
+    return kind(value) if kind in (int, float) else value
+  except ValueError as e:
+    raise MuJaxError(f'Config argument {key}={value!r} must be {EXPECTED_TYPES[kind]}.') from e
+
+
+def check_config_file(path: str) -> None:
+  """Refuses a config file that does not parse or defines no `get_config`, naming it,
+  before it runs (nothing of it is executed here)."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), filename=path)
+  except SyntaxError as e:
+    raise MuJaxError(f'Config file {path} has a syntax error at line {e.lineno} ({e.msg}); '
+                     'fix the file.') from e
+  except (OSError, UnicodeDecodeError) as e:
+    raise MuJaxError(f'Cannot read config file {path} ({e}); pass a readable Python file.') from e
+  defined = set()
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      defined.add(node.name)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):   # '*' may bring get_config
+      defined.update('get_config' if a.name == '*' else (a.asname or a.name).split('.')[0]
+                     for a in node.names)
+    elif isinstance(node, ast.Assign):
+      defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+  if 'get_config' not in defined:
+    raise MuJaxError(f'Config file {path} defines no get_config(arg); a config file returns '
+                     'its ml_collections.ConfigDict from get_config(arg=None).')
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the configs/*.py file at `path` (notebooks, scripts, tests)."""
   if not os.path.isfile(path):
     raise MuJaxError(f'Config file {path} does not exist; pass one of configs/*.py.')
+  check_config_file(path)
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -97,7 +132,7 @@ def _set(config, key: str, value: str) -> None:
   node = config
   for p in parents:
     node = node[p]
-  node[leaf] = _convert(node[leaf], value)
+  node[leaf] = _convert(key, node[leaf], value)
 
 
 def finish(config: ml_collections.ConfigDict, arg: str | None, *,

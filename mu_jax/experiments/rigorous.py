@@ -39,13 +39,14 @@ import numpy as np
 from absl import logging
 
 from mu_jax import checkpoint, ensembles, sharding
-from mu_jax.experiments import config_lib, plots, results, runs, scenarios
+from mu_jax.experiments import config_lib, plots, results, runs, scenarios, validation
 from mu_jax.data import Dataset, Examples, load_dataset, save_indices, select_forget
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import challenge, klom, relearn, ulira, worst_case
 from mu_jax.evaluation.entropy_mia import entropy_mia
 from mu_jax.evaluation.margins import Outputs, ensemble_outputs
 from mu_jax.evaluation.mia import mia_efficacy
+from mu_jax.evaluation.report import mia_note
 from mu_jax.files import atomic_write
 from mu_jax.methods import METHODS, Context, create_method
 from mu_jax.tasks import CLASS_LABELS, requires
@@ -54,8 +55,8 @@ from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 SCENARIOS = ('standard', 'worst_case', 'sequential', 'corrective')
 DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
 COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f p95',
-           'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'F', 'score', 'relearn',
-           'seconds')
+           'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'U-LiRA TPR@0.1%',
+           'U-LiRA TPR@1%', 'F', 'score', 'relearn', 'seconds')
 
 
 class Splits(NamedTuple):
@@ -90,6 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
       mia_members=0,                 # SVC MIA on the first k members only (0: all)
       plots=True,
       klom_bins=klom.BINS, klom_eps=klom.EPS, ulira_folds=ulira.FOLDS, delta=challenge.DELTA,
+      klom_direction=klom.DIRECTIONS[0],   # 'oracle_first': data-unlearning-bench run.py:142
       relearn=dict(fraction=1.0,     # Golatkar et al. 2020: relearn on all of D_f
                    max_steps=relearn.MAX_STEPS,
                    batch_size=0),    # 0: the training recipe's batch size
@@ -190,7 +192,8 @@ def score(config, name: str, pop: Population, oracle: Population, *,
   mia_members = range(min(n, rc.mia_members) if rc.mia_members else n)
   fa, ra, ta = (_mean(out[s].accuracy()) for s in ('forget', 'retain', 'test'))
   ra_r, ta_r = _mean(ref['retain'].accuracy()), _mean(ref['test'].accuracy())
-  kl = {s: klom.klom(out[s].margin, ref[s].margin, bins=rc.klom_bins, eps=rc.klom_eps)
+  kl = {s: klom.klom(out[s].margin, ref[s].margin, bins=rc.klom_bins, eps=rc.klom_eps,
+                     direction=rc.klom_direction)
         for s in ('forget', 'retain', 'val') if s in out}
   kl_sum = {s: klom.summarize(v) for s, v in kl.items()}
   nan = klom.Summary(math.nan, math.nan, math.nan)
@@ -203,7 +206,8 @@ def score(config, name: str, pop: Population, oracle: Population, *,
       'method': name, 'UA': 100.0 - fa, 'RA': ra, 'TA': ta,
       'MIA': _mean([mia_efficacy(out['retain'].confidence[m], out['test'].confidence[m],
                                  out['forget'].confidence[m], seed=config.seed,
-                                 max_per_side=config.eval.mia_max_per_side)
+                                 max_per_side=config.eval.mia_max_per_side,
+                                 members=config.eval.mia_members)
                     for m in mia_members]),
       'ent-MIA': _mean([entropy_mia(out['retain'].entropy[m], out['test'].entropy[m],
                                     out['forget'].entropy[m]) for m in range(n)]),
@@ -211,6 +215,8 @@ def score(config, name: str, pop: Population, oracle: Population, *,
       'KLoM f p99': kl_sum['forget'].p99, 'KLoM r p95': kl_sum['retain'].p95,
       'KLoM v p95': kl_sum.get('val', nan).p95,
       'U-LiRA': ulira.accuracy(scores_u, scores_o),
+      **{f'U-LiRA TPR@{100 * fpr:g}%': ulira.tpr_at_fpr(scores_u, scores_o, fpr)
+         for fpr in ulira.LOW_FPRS},
       'F': ch.forget_quality, 'score': ch.score,
       'relearn': float(np.median(relearn_steps)) if relearn_steps is not None else math.nan,
       'seconds': seconds, 'models': n,
@@ -318,12 +324,15 @@ def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget
 
 
 def _sequential(config, workdir, data, task, mesh, seeds, forget_idx):
-  """k requests in a row: each method continues from its own previous models."""
+  """k requests in a row: each method continues from its own previous models; a
+  continual method (`Method.resume`: ACU) from its own previous state, so its
+  ledger of held training rows refuses a row asked for twice."""
   train = data.train
   requests = scenarios.sequential_requests(forget_idx, config.rigorous.sequential.requests,
                                           config.seed)
   originals, _ = _ensemble(config, task, train, seeds, 'original', workdir, mesh)
   current = {name: originals for name in config_lib.method_names(config)}   # None: stopped
+  carried = {}   # a continual method's member states after its last request
   rows, details, forgotten = [], {}, np.zeros(0, np.int64)
   for k, part in enumerate(requests, 1):
     forgotten = np.union1d(forgotten, part)
@@ -343,16 +352,20 @@ def _sequential(config, workdir, data, task, mesh, seeds, forget_idx):
         rows.append({'method': name, 'request': k, 'status': 'stopped', 'error':
                      'diverged earlier or changes the architecture (serves one request only)'})
         continue
-      ctx = _context(config, task, part_forget, request.retain, mesh)
+      ctx = _context(config, task, part_forget, request.retain, mesh)._replace(
+          forget_ids=part, retain_ids=np.setdiff1d(np.arange(len(train)), forgotten))
       method = create_method(name, **config_lib.method_hparams(config, name))
       try:
-        out = ensembles.run_method_ensemble(method, stacked, ctx, seeds=seeds, name=name)
+        out = ensembles.run_method_ensemble(method, stacked, ctx, seeds=seeds, name=name,
+                                            previous=carried.get(name))
       except NonFiniteError as e:
         rows.append({'method': name, 'request': k, 'status': 'diverged', 'error': str(e)})
         current[name] = None
         continue
-      # A method that changes the architecture (ACU's analytic head) serves one request.
-      current[name] = out.variables if out.task is task else None
+      if method.resume:
+        carried[name] = out.states
+      else:   # a method that changes the architecture, not continually, serves one request
+        current[name] = out.variables if out.task is task else None
       pop = Population(out.variables, out.task,
                        outputs(config, out.task, out.variables, request, mesh))
       row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop),
@@ -382,6 +395,7 @@ def run_rigorous(config, workdir: str) -> dict:
   per-example arrays by row, 'request': the forget request's folder name}.
   """
   started = time.time()
+  validation.check_config(config)
   rc = config.rigorous
   if rc.scenario not in SCENARIOS:
     raise MuJaxError(f'Unknown rigorous scenario {rc.scenario!r}; valid: {", ".join(SCENARIOS)}.')
@@ -405,7 +419,8 @@ def run_rigorous(config, workdir: str) -> dict:
   extra: dict[str, Any] = {}
   oracle_seconds = math.nan
   if rc.scenario == 'sequential':
-    forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
+    forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed,
+                               data.train['x'])
     rows, details = _sequential(config, workdir, data, task, mesh, seeds, forget_idx)
   elif rc.scenario == 'corrective':
     co = config.rigorous.corrective
@@ -429,11 +444,13 @@ def run_rigorous(config, workdir: str) -> dict:
       forget_idx = _worst_case_forget(config, workdir, data, task, mesh, seeds)
       slug = f'worst-{rc.worst_case.fraction:g}'
     else:
-      forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
+      forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed,
+                                 data.train['x'])
     rows, details, oracle_seconds = _standard(config, workdir, data, task, mesh, seeds,
                                               ref_seeds, data.train, forget_idx)
   request_dir = os.path.join(workdir, 'results', slug,
                              'rigorous' if rc.scenario == 'standard' else f'rigorous-{rc.scenario}')
+  results.mark_chance(rows, task, data.test)   # rows' TA: the mean over the N members
   with runs.new_run(request_dir, config) as run:
     save_indices(os.path.join(run.path, 'forget_indices.npy'), forget_idx)
     write_report(config, rows, details, run.path, extra=dict(
@@ -464,8 +481,8 @@ def markdown_table(rows: list[dict]) -> str:
 def write_report(config, rows: list[dict], details: dict, directory: str, *,
                  extra: dict) -> None:
   """results.md / .json / .csv, details.npz and the PNG plots into `directory`."""
-  results.write_results(rows, directory, columns=columns(rows), extra={
-      'config': config.to_dict(), 'columns': columns(rows), **extra})
+  results.write_results(rows, directory, columns=columns(rows), note=mia_note(config.eval),
+                        extra={'config': config.to_dict(), 'columns': columns(rows), **extra})
   arrays = {f'{name}/{key}': np.asarray(value) for name, det in details.items()
             for key, value in det.items()}
   atomic_write(os.path.join(directory, 'details.npz'),

@@ -5,6 +5,9 @@ time and a hash of the config. The folder is built under a hidden temporary
 name and renamed into place only when the run has finished, so a folder
 either holds a whole, consistent run or does not exist, and a rerun never
 touches an earlier one; `latest` beside the runs then points at the newest.
+Publishing (choosing a free name, renaming, repointing `latest`) happens under
+the request folder's lock (`mu_jax.locks`), so a process killed at any point
+leaves a whole run or none, and concurrent runs never take one name.
 On a multi-host run only process 0 writes.
 """
 import contextlib
@@ -23,7 +26,7 @@ import jax
 import numpy as np
 
 import mu_jax
-from mu_jax import checkpoint, sharding
+from mu_jax import checkpoint, files, locks, sharding
 
 LATEST = 'latest'
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy',
@@ -68,42 +71,36 @@ def new_run(request_dir: str, config) -> Iterator[RunFolder]:
 
 
 def remove_abandoned(request_dir: str) -> list[str]:
-  """Removes the partial runs whose process is gone (killed); returns their names."""
+  """Removes what killed runs left (their partial folders and half-made `latest` links);
+  returns the names removed."""
   removed = []
   for entry in os.listdir(request_dir) if os.path.isdir(request_dir) else []:
     parts = entry.split('.')
-    if entry.startswith('.') and entry.endswith('.partial') and parts[-2].isdigit():
-      if not _alive(int(parts[-2])):
-        shutil.rmtree(os.path.join(request_dir, entry), ignore_errors=True)
+    partial = entry.endswith('.partial') and len(parts) > 2 and parts[-2].isdigit()
+    link = entry.startswith(f'.{LATEST}.') and parts[-1].isdigit()
+    if entry.startswith('.') and (partial or link):
+      if not files.pid_alive(int(parts[-2] if partial else parts[-1])):
+        path = os.path.join(request_dir, entry)
+        if partial:
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.remove(path)
         removed.append(entry)
   return removed
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:   # another user's live process
-    pass
-  return True
-
-
 def _publish(request_dir: str, temporary: str, name: str) -> str:
   """Renames the finished run into place under a free name, then points `latest` at it."""
-  for attempt in range(1000):
-    final = os.path.join(request_dir, name if attempt == 0 else f'{name}-{attempt + 1}')
-    try:
-      os.mkdir(final)   # claims the name: exactly one process creates it
-      break
-    except FileExistsError:
-      continue
-  os.rename(temporary, final)   # replaces the empty folder just claimed, atomically
-  link = os.path.join(request_dir, f'.{LATEST}.{os.getpid()}')
-  if os.path.lexists(link):
-    os.remove(link)
-  os.symlink(os.path.basename(final), link)
-  os.replace(link, os.path.join(request_dir, LATEST))
+  with locks.exclusive(os.path.join(request_dir, ''), 'the run folders', collective=False):
+    final = next(path for attempt in range(1, 1001)
+                 if not os.path.lexists(path := os.path.join(
+                     request_dir, name if attempt == 1 else f'{name}-{attempt}')))
+    os.rename(temporary, final)   # the lock makes the name free; the rename makes it whole
+    link = os.path.join(request_dir, f'.{LATEST}.{os.getpid()}')
+    if os.path.lexists(link):
+      os.remove(link)
+    os.symlink(os.path.basename(final), link)
+    os.replace(link, os.path.join(request_dir, LATEST))
   return final
 
 

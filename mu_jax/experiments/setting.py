@@ -17,6 +17,7 @@ from absl import logging
 from mu_jax import checkpoint, logs, sharding
 from mu_jax.data import Dataset, Examples, load_dataset, select_forget
 from mu_jax.errors import MuJaxError
+from mu_jax.experiments import validation
 from mu_jax.evaluation import evaluate_model
 from mu_jax.models import create_model, external
 from mu_jax.tasks import Task, create_task
@@ -80,7 +81,9 @@ def train_or_load(config, task: Task, data: Examples, *, role: str, key_payload,
                   workdir: str, mesh) -> Trained:
   """Returns the cached model for this recipe, training (or resuming) it if needed.
 
-  Its training curves go to `logs/` beside the checkpoint (`mu_jax.logs`).
+  Its training curves go to `logs/` beside the checkpoint (`mu_jax.logs`). The
+  store holds the model's lock throughout: another process that needs the
+  same model waits, then loads it (`mu_jax.locks`).
   """
   directory = os.path.join(workdir, 'models', f'{role}-{checkpoint.config_key(key_payload)}')
   store = checkpoint.CheckpointStore(directory)
@@ -116,6 +119,7 @@ def prepare_setting(config, workdir: str,
   (trained elsewhere); the oracle is still trained on D_r with the config's recipe.
   `check(task)` runs before any training, to refuse what cannot run on the task.
   """
+  validation.check_config(config)
   mesh = sharding.make_mesh(config.mesh)
   data = load_dataset(config.data.source, data_dir=config.data.data_dir or None,
                       seed=config.seed, val_fraction=config.data.val_fraction,
@@ -124,7 +128,8 @@ def prepare_setting(config, workdir: str,
   if check is not None:
     check(task)
   num_classes = data.outputs if data.task == 'classification' else 0
-  forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed)
+  forget_idx = select_forget(config.forget, data.train['y'], num_classes, config.seed,
+                             data.train['x'])
   retain_idx = np.setdiff1d(np.arange(len(data.train)), forget_idx)
   recipe = model_recipe(config)
   if config.model.checkpoint:
@@ -153,7 +158,7 @@ def evaluate_on_setting(setting: Setting, variables, task: Task | None = None) -
       task or setting.task, variables,
       {'forget': setting.forget, 'retain': setting.retain, 'test': setting.data.test},
       mesh=setting.mesh, batch_size=cfg.batch_size, seed=setting.config.seed,
-      mia_max_per_side=cfg.mia_max_per_side)
+      mia_max_per_side=cfg.mia_max_per_side, mia_members=cfg.mia_members)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, dict[str, float]]:

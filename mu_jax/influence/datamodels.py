@@ -1,11 +1,14 @@
 """True datamodels (Ilyas et al. 2022): regress outputs on training-subset masks.
 
 An ensemble is trained with `vmap` on random α-subsets S_m of the training
-set (mask row m); each member's output on every target x is recorded, and a
-linear model f_x(S) ≈ β(x)ᵀ 1_S + b(x) is fit per target output by ridge or
-lasso regression. β_j(x) estimates how much including row j raises the output
-at x, in the same convention as TRAK scores, shape [T, O, n]. Affordable only
-for small data sets: it needs many more models than training rows to be sharp.
+set (mask row m, round(α·n) rows each, the paper's α-subsets), member m on
+the rows of S_m only, as MadryLab/datamodels `examples/cifar10/train_cifar.py`
+loads `indices=np.nonzero(mask)[0]`; each member's output on every target x
+is recorded, and a linear model f_x(S) ≈ β(x)ᵀ 1_S + b(x) is fit per target
+output by ridge or lasso regression. β_j(x) estimates how much including row
+j raises the output at x, in the same convention as TRAK scores, shape
+[T, O, n]. Affordable only for small data sets: it needs many more models than
+training rows to be sharp.
 """
 from typing import NamedTuple
 
@@ -49,7 +52,8 @@ def fit(masks: np.ndarray, outputs: np.ndarray, *, regression: str = 'lasso',
 def estimate(task, train_cfg, data: Examples, targets: Examples, *, num_models: int,
              fraction: float = 0.5, output: str = 'margin', regression: str = 'lasso',
              reg: float = 1e-3, seed: int = 0, mesh) -> Datamodels:
-  """Trains `num_models` members on random `fraction`-subsets and fits datamodels.
+  """Trains `num_models` members, each on a random `fraction`-subset's rows only,
+  and fits datamodels.
 
   `output` is each member's recorded output on the targets: 'margin' (O = 1,
   the datamodels paper's correct-class margin) or 'logits' (O = classes).

@@ -1,8 +1,9 @@
 """Diagonal parameter-importance estimators, as sharded, jitted reductions over batches.
 
 `importance(kind, task, variables, ctx, source, batch_size)` returns a
-params-shaped pytree, accumulated on device over `ctx.batches(source, ...)`
-(one host sync at the end). The model runs in eval mode; ℓ is the task's
+params-shaped pytree, accumulated on device over the batches of `source` (a
+stream of `ctx`, or host arrays a caller put in its own row order; one host
+sync at the end). The model runs in eval mode; ℓ is the task's
 per-example loss (cross-entropy for a classifier). Estimators, by name:
 
   batch        mean over batches of (∇ mean-batch ℓ)², as the official SSD
@@ -11,8 +12,9 @@ per-example loss (cross-entropy for a classifier). Estimators, by name:
                sums squared mini-batch gradients and divides by the number of
                batches. A padded last batch takes the mean over its real rows
                (weights `w`), as PyTorch's partial last batch. Depends on how
-               examples fall into batches, so the pass always shuffles, seeded
-               by `ctx.seed`.
+               examples fall into batches, so the caller fixes the row order:
+               the pass shuffles it by a permutation seeded with `ctx.seed`,
+               or keeps it with `shuffle=False` (as the official loaders).
   per_example  the empirical Fisher: mean over examples of the squared
                per-example ℓ gradient (vmap of grad); independent of order.
                Per-example gradients are taken in chunks of rows whose
@@ -117,13 +119,17 @@ def pmap_term(kind: str, task, chunk: int = 1):
                   axis_name=sharding.DATA_AXIS, in_axes=(None, None, 0))
 
 
-def importance(kind: str, task, variables: dict, ctx, source: str, batch_size: int, *,
+def importance(kind: str, task, variables: dict, ctx, source: str | dict[str, np.ndarray],
+               batch_size: int, *, shuffle: bool = True,
                memory_budget: int = MEMORY_BUDGET, rowwise: bool | None = None):
-  """The `kind` diagonal importance of `variables['params']` on stream `source`.
+  """The `kind` diagonal importance of `variables['params']` on `source`.
 
-  'per_example' vmaps over as many rows as `memory_budget` allows, or with
-  `rowwise` takes one row at a time (None: where `vmap_is_slow`; a CNN on a
-  2-core CPU runs 2.3x faster so, perf/perf.py section fisher).
+  `source` is a stream name of `ctx` or host arrays; their rows are batched in
+  order, permuted first by `ctx.seed` when `shuffle` ('batch' and 'label_free'
+  depend on the order; 'per_example' does not). 'per_example' vmaps over as
+  many rows as `memory_budget` allows, or with `rowwise` takes one row at a
+  time (None: where `vmap_is_slow`; a CNN on a 2-core CPU runs 2.3x faster
+  so, perf/perf.py section fisher).
   """
   if kind not in ESTIMATORS:
     raise MuJaxError(f'Unknown importance estimator {kind!r}; valid: {", ".join(ESTIMATORS)}.')
@@ -137,12 +143,14 @@ def importance(kind: str, task, variables: dict, ctx, source: str, batch_size: i
   totals = sharding.replicate(
       jax.tree.map(lambda p: np.zeros(p.shape, np.float32), params), ctx.mesh)
   count = sharding.replicate(np.zeros((), np.float32), ctx.mesh)
-  batches = ctx.batches(source, batch_size, shuffle=True)
-  for batch in logs.progress(batches, unit='batch', desc=f'{kind} importance on {source}'):
+  name = source if isinstance(source, str) else 'given'
+  arrays = ctx.arrays(source) if isinstance(source, str) else source
+  batches = ctx.batches_of(arrays, batch_size, shuffle=shuffle)
+  for batch in logs.progress(batches, unit='batch', desc=f'{kind} importance on {name}'):
     totals, count = sharding.pace(_accumulate(totals, count, params, model_state, batch,
                                               kind=kind, task=task, mesh=ctx.mesh,
                                               chunk=chunk), ctx.mesh)
   if float(jax.device_get(count)) <= 0:
-    raise MuJaxError(f'The {source} set is empty, so its importance is undefined; '
+    raise MuJaxError(f'The {name} set is empty, so its importance is undefined; '
                      'choose a non-empty forget set.')
   return _divide(totals, count)

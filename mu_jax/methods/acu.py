@@ -16,12 +16,21 @@ gives exactly the head a from-scratch ridge fit on the retained rows would give
 depend only on the model, D and the hyper-parameters, so they are cached under
 ctx.cache_dir and a request pays only for its downdate.
 
-`prepare` learns (or loads) the float64 head on D and computes the forget
-rows' buffer features; `update` is the request itself, the pure Woodbury
-downdate, which the driver jits with 64-bit types enabled (`Method.x64`);
-`result` returns float32 evaluation variables.
+Every row carries its index in the training set (`Context.forget_ids` and
+`retain_ids`; without them, its position in the 'union' stream), and the head
+keeps the ledger of the ids it holds (`ridge.RidgeState.learned`): a request
+naming a row the head does not hold, or one row twice, is refused whole before
+any arithmetic, since its downdate would silently corrupt the head.
+
+`prepare` learns (or loads) the float64 head on D, computes the forget rows'
+buffer features and checks their ids against the ledger; `update` is the
+request itself, the pure Woodbury downdate, which the driver jits with 64-bit
+types enabled (`Method.x64`); `result` returns float32 evaluation variables.
+`resume` continues the head of a previous request (continual unlearning): the
+next request is checked against the ledger that request left.
 """
 import functools
+import hashlib
 import os
 
 import jax
@@ -56,35 +65,43 @@ def buffer_features(features, buffer) -> jax.Array:
     return jax.nn.relu(jnp.asarray(features, jnp.float64) @ jnp.asarray(buffer, jnp.float64))
 
 
-def learn_chunk(state: ridge.RidgeState, features, targets, buffer, *,
+def learn_chunk(state: ridge.RidgeState, features, targets, buffer, ids, *,
                 weights=None, chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
-  """Adds rows (penultimate features, float targets [N, C]) to the head:
-  continual learning. `weights` (0 or 1 per row) drops padding rows."""
-  return ridge.learn(state, *_rows(features, targets, buffer, weights), chunk_size)
+  """Adds rows (penultimate features, float targets [N, C], row ids [N]) to the
+  head: continual learning. Rows of weight 0 (padding) are left out."""
+  return ridge.learn(state, *_rows(features, targets, buffer, ids, weights), chunk_size)
 
 
-def forget_chunk(state: ridge.RidgeState, features, targets, buffer, *,
+def forget_chunk(state: ridge.RidgeState, features, targets, buffer, ids, *,
                  weights=None, chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
-  """Removes previously learned rows from the head exactly: one unlearning request."""
-  return ridge.forget(state, *_rows(features, targets, buffer, weights), chunk_size)
+  """Removes rows the head holds, exactly: one unlearning request (refused whole
+  if an id is not held or repeated)."""
+  return ridge.forget(state, *_rows(features, targets, buffer, ids, weights), chunk_size)
 
 
-def fit(features, targets, buffer, *, gamma: float = ridge.GAMMA,
-        chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
-  """Learns a fresh head on (features, targets [N, C]) by recursive least squares."""
-  state = ridge.init(buffer.shape[1], np.shape(targets)[1], gamma)
-  return learn_chunk(state, features, targets, buffer, chunk_size=chunk_size)
+def fit(features, targets, buffer, *, ids=None, num_ids: int | None = None,
+        gamma: float = ridge.GAMMA, chunk_size: int = ridge.CHUNK_SIZE) -> ridge.RidgeState:
+  """Learns a fresh head on (features, targets [N, C]) by recursive least squares.
+
+  The rows' ids default to 0..N-1; the ledger spans ids 0..num_ids-1 (default:
+  up to the largest id), so rows learned later need ids below num_ids.
+  """
+  ids = np.arange(np.shape(targets)[0]) if ids is None else np.asarray(ids)
+  if num_ids is None:
+    num_ids = int(ids.max()) + 1 if ids.size else 1
+  state = ridge.init(buffer.shape[1], np.shape(targets)[1], num_ids, gamma)
+  return learn_chunk(state, features, targets, buffer, ids, chunk_size=chunk_size)
 
 
-def _rows(features, targets, buffer, weights):
-  """(X, Y) for the ridge in float64: buffer features and targets, zeroed where weight is 0."""
-  X = buffer_features(features, buffer)
+def _rows(features, targets, buffer, ids, weights):
+  """(X, Y, ids) for the ridge: float64 buffer features and targets of the rows
+  of nonzero weight (all rows if `weights` is None), and their host ids."""
+  ids = np.asarray(ids)
+  if weights is not None:
+    real = np.asarray(weights) > 0
+    features, targets, ids = np.asarray(features)[real], np.asarray(targets)[real], ids[real]
   with jax.enable_x64(True):
-    Y = jnp.asarray(targets, jnp.float64)
-    if weights is None:
-      return X, Y
-    w = jnp.asarray(weights, jnp.float64)[:, None]
-    return X * w, Y * w
+    return buffer_features(features, buffer), jnp.asarray(targets, jnp.float64), ids
 
 
 def make_apply(task):
@@ -100,11 +117,57 @@ def make_apply(task):
   return forward
 
 
-def _stream(ctx: Context, source: str, batch_size: int, features_fn):
-  """Host (features, head targets, weights) per batch of a stream, in a fixed order."""
-  batches = ctx.batches(source, batch_size, shuffle=False)
+def row_ids(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+  """The training-set ids of D_f's and D_r's rows (`Context.forget_ids` and
+  `retain_ids`), or their positions in the 'union' stream if the context has none."""
+  given = (ctx.forget_ids is not None, ctx.retain_ids is not None)
+  if not any(given):
+    return (np.arange(len(ctx.forget)),
+            len(ctx.forget) + np.arange(len(ctx.retain)))
+  if not all(given):
+    raise MuJaxError('ACU needs the training-set ids of both D_f and D_r '
+                     '(Context.forget_ids and retain_ids), or of neither.')
+  ids = []
+  for name, rows, given_ids in (('forget', ctx.forget, ctx.forget_ids),
+                                ('retain', ctx.retain, ctx.retain_ids)):
+    given_ids = np.asarray(given_ids)
+    if given_ids.shape != (len(rows),) or not (
+        given_ids.size == 0 or np.issubdtype(given_ids.dtype, np.integer)):
+      raise MuJaxError(f'Context.{name}_ids must hold one integer id per {name} row '
+                       f'({len(rows)}), got dtype {given_ids.dtype} and shape '
+                       f'{given_ids.shape}.')
+    ids.append(given_ids.astype(np.int64))
+  values, counts = np.unique(np.concatenate(ids), return_counts=True)
+  if (counts > 1).any() or (values < 0).any():
+    bad = values[(counts > 1) | (values < 0)]
+    raise MuJaxError(f'Context.forget_ids and retain_ids must name each training row once, '
+                     f'by an id >= 0; they do not for {ridge.listed(bad)}.')
+  return ids[0], ids[1]
+
+
+def _stream(ctx: Context, source: str, ids: np.ndarray, batch_size: int, features_fn):
+  """Host (features, head targets, weights, row ids) per batch of a stream's rows in
+  ascending id order: for 'union' (D) the same order for every request, so a cached
+  head is exactly the one a cold request computes."""
+  order = np.argsort(ids, kind='stable')
+  arrays = {k: v[order] for k, v in {**ctx.arrays(source), 'id': ids}.items()}
+  batches = ctx.batches_of(arrays, batch_size, shuffle=False)
   for batch in logs.progress(batches, unit='batch', desc=f'ACU features of {source}'):
-    yield jax.device_get((features_fn(batch), ctx.task.head_targets(batch), batch['w']))
+    yield jax.device_get((features_fn(batch), ctx.task.head_targets(batch), batch['w'],
+                          batch['id']))
+
+
+def _features_fn(ctx: Context, variables):
+  return functools.partial(jax.jit(ctx.task.features), variables)
+
+
+def _forget_rows(ctx: Context, head: ridge.RidgeState, features_fn, buffer, batch_size: int):
+  """The request's forget rows for `update`, their ids checked against the head's ledger."""
+  f, y, w, ids = (np.concatenate(parts) for parts in
+                  zip(*_stream(ctx, 'forget', row_ids(ctx)[0], batch_size, features_fn)))
+  forget_x, forget_y, forget_ids = _rows(f, y, buffer, ids, w)
+  ridge.check_forget(head, forget_ids)
+  return {'forget_x': forget_x, 'forget_y': forget_y, 'forget_ids': forget_ids}
 
 
 def acu(*, buffer_size: int = BUFFER_SIZE,
@@ -119,36 +182,46 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     raise MuJaxError(f'ACU chunk_size must be positive, got {chunk_size}.')
 
   def prepare(ctx: Context, variables):
-    features_fn = functools.partial(jax.jit(ctx.task.features), variables)
+    forget_ids, retain_ids = row_ids(ctx)
+    union_ids = np.concatenate([forget_ids, retain_ids])
+    features_fn = _features_fn(ctx, variables)
     probe = jax.eval_shape(ctx.task.features, variables, ctx.retain.take(slice(0, 1)).arrays())
     outputs = jax.eval_shape(ctx.task.head_targets, ctx.retain.take(slice(0, 1)).arrays())
     buffer = buffer_weights(ctx.seed, probe.shape[1], buffer_size)
+    num_ids = int(union_ids.max()) + 1
     path = None
     if ctx.cache_dir:
+      ledger = hashlib.sha1(np.sort(union_ids).tobytes()).hexdigest()   # the held ids
       key = cache.fingerprint(ctx, 'acu', buffer_size, float(gamma), ctx.seed,
-                              outputs.shape[1], variables=variables)
+                              outputs.shape[1], num_ids, ledger, variables=variables)
       path = os.path.join(ctx.cache_dir, f'acu_{key}')
     saved = cache.load(path) if path else None
     cache_hit = saved is not None
     if cache_hit:
       with jax.enable_x64(True):
-        state = ridge.RidgeState(jnp.asarray(saved['R']), jnp.asarray(saved['W']))
+        state = ridge.RidgeState(*(jnp.asarray(saved[k]) for k in ridge.RidgeState._fields))
     else:
-      state = ridge.init(buffer_size, outputs.shape[1], gamma)
-      for f, y, w in _stream(ctx, 'union', batch_size, features_fn):
-        state = learn_chunk(state, f, y, buffer, weights=w, chunk_size=chunk_size)
+      state = ridge.init(buffer_size, outputs.shape[1], num_ids, gamma)
+      for f, y, w, ids in _stream(ctx, 'union', union_ids, batch_size, features_fn):
+        state = learn_chunk(state, f, y, buffer, ids, weights=w, chunk_size=chunk_size)
       if path:
         cache.save(path, state._asdict())
-    f, y, w = (np.concatenate(parts) for parts in
-               zip(*_stream(ctx, 'forget', batch_size, features_fn)))
-    real = w > 0
-    forget_x, forget_y = _rows(f[real], y[real], buffer, None)
     return {'variables': variables, 'buffer': buffer, 'ridge': state,
-            'forget_x': forget_x, 'forget_y': forget_y, 'cache_hit': jnp.float32(cache_hit)}
+            'cache_hit': jnp.float32(cache_hit),
+            **_forget_rows(ctx, state, features_fn, buffer, batch_size)}
+
+  def resume(ctx: Context, state):
+    if ctx.forget_ids is None:
+      raise MuJaxError('ACU continues a head across requests only by training-set row ids; '
+                       'give the request Context.forget_ids and retain_ids.')
+    features_fn = _features_fn(ctx, state['variables'])
+    return {**state, **_forget_rows(ctx, state['ridge'], features_fn, state['buffer'],
+                                    batch_size)}
 
   def update(task, state, batch):
     del task, batch   # one request: the forget rows live in the state
-    downdated = ridge.forget(state['ridge'], state['forget_x'], state['forget_y'], chunk_size)
+    downdated = ridge.downdate(state['ridge'], state['forget_x'], state['forget_y'],
+                               state['forget_ids'], chunk_size)
     return {**state, 'ridge': downdated}, {}
 
   def result(state):
@@ -159,4 +232,5 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     return {'cache_hit': state['cache_hit']}
 
   return Method(prepare, update, result, Stream('none', 1, batch_size),
-                make_apply=make_apply, report=report, x64=True, requires=(LINEAR_HEAD,))
+                make_apply=make_apply, report=report, x64=True, requires=(LINEAR_HEAD,),
+                resume=resume)

@@ -44,6 +44,11 @@ class Context(NamedTuple):
   # A folder beside the original model's checkpoint where statistics that
   # depend only on that model and D (e.g. SSD's I_D) may be cached; None = no cache.
   cache_dir: str | None = None
+  # The rows' indices in the training set (int arrays as long as `forget` and
+  # `retain`), for methods that keep a ledger of the rows they hold (ACU);
+  # None: the rows are numbered in the 'union' stream's order, D_f first.
+  forget_ids: np.ndarray | None = None
+  retain_ids: np.ndarray | None = None
 
   def arrays(self, source: str) -> dict[str, np.ndarray]:
     """Host arrays of a stream; 'union' adds the flag 'f' (1 on forget rows)."""
@@ -93,6 +98,10 @@ class Method(NamedTuple):
   # Task capabilities the method needs (mu_jax.tasks: CLASS_LABELS, LINEAR_HEAD,
   # INPUT_RANGE); the driver refuses a task without them before any work.
   requires: tuple[str, ...] = ()
+  # Continual methods (ACU): resume(ctx, state) -> the state for a further
+  # request `ctx`, from the final state of the previous one (its ledger of held
+  # rows included), in place of `prepare`.
+  resume: Callable[[Context, Any], Any] | None = None
 
 
 def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:

@@ -4,10 +4,14 @@ Defaults are the CIFAR-10 / ResNet-18 settings of the Unlearn-Sparse and
 SalUn reference scripts (Jia et al. 2023, arXiv:2304.04934; Fan et al. 2024,
 arXiv:2310.12508): SGD, momentum 0.9, weight decay 5e-4, batch 256.
 """
+from typing import Callable, Iterator
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mu_jax.methods.base import Method, Stream
+from mu_jax.errors import MuJaxError
+from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import gradient_method
 from mu_jax.tasks import CLASS_LABELS
 
@@ -36,18 +40,64 @@ def other_labels(rng: jax.Array, labels: jax.Array, num_classes: int) -> jax.Arr
   return (labels + shift) % num_classes
 
 
-def random_label_loss(task, variables, batch, rng):
-  """Cross-entropy on union batches where forget rows carry a random wrong label.
+ORDERS = ('sequential', 'mixed')
 
-  The reference code relabels the forget set once per epoch; with the union
-  stream every forget row is seen once per epoch, so drawing per step is the
-  same distribution. Labels always differ from the truth (y' != y), as the
-  issue asks, where the CIFAR-10 reference code may redraw the true label.
+
+LABEL_DRAWS = ('other', 'any')
+
+
+def draw_labels(draw: str, rng: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  """Random labels for `labels`' rows: 'other' (never the truth) or 'any' (uniform)."""
+  if draw == 'other':
+    return other_labels(rng, labels, num_classes)
+  return jax.random.randint(rng, labels.shape, 0, num_classes, labels.dtype)
+
+
+def random_label_loss(draw: str) -> Callable:
+  """Cross-entropy on batches whose forget rows (flag 'f') carry a random label.
+
+  Every forget row is seen once per epoch and its label is drawn at that step,
+  as the reference's CIFAR-10 branch draws per batch (Unlearn-Saliency
+  Classification/unlearn/RL.py:125; its CIFAR-100 branch draws once per
+  epoch, the same distribution). `draw`: 'other' draws uniformly among the
+  labels other than the truth (y' != y), so every forget row is pushed off
+  its label (mu_jax's default); 'any' draws uniformly among all classes, as
+  the reference's `torch.randint(0, num_classes)` (RL.py:125), which keeps the
+  true label for 1/C of the rows.
   """
-  logits, new_state = task.apply(variables, batch, True)
-  wrong = other_labels(rng, batch['y'], task.num_classes)
-  labels = jnp.where(batch['f'] > 0, wrong, batch['y'])
-  return task.mean_loss(logits, {**batch, 'y': labels}), new_state
+  if draw not in LABEL_DRAWS:
+    raise MuJaxError(f'Unknown random-label draw labels={draw!r}; valid: {", ".join(LABEL_DRAWS)}.')
+
+  def loss(task, variables, batch, rng):
+    logits, new_state = task.apply(variables, batch, True)
+    labels = jnp.where(batch['f'] > 0, draw_labels(draw, rng, batch['y'], task.num_classes),
+                       batch['y'])
+    return task.mean_loss(logits, {**batch, 'y': labels}), new_state
+
+  return loss
+
+
+def random_label_batches(order: str, batch_size: int) -> Callable[[Context, int], Iterator[dict]]:
+  """The batches of one random-label epoch (`Method.batches`), flag 'f' on forget rows.
+
+  'sequential': a shuffled pass over D_f, then a shuffled pass over D_r, as
+  the reference's CIFAR-10/SVHN branch (Unlearn-Saliency
+  Classification/unlearn/RL.py:109-159), whose learning rate and epochs the
+  defaults use. 'mixed': one shuffled pass over D_f ∪ D_r, as its
+  CIFAR-100/TinyImageNet branch (RL.py:51-59).
+  """
+  if order not in ORDERS:
+    raise MuJaxError(f'Unknown random-label order order={order!r}; valid: {", ".join(ORDERS)}.')
+
+  def batches(ctx: Context, epoch: int) -> Iterator[dict]:
+    if order == 'mixed':
+      yield from ctx.batches('union', batch_size, epoch=epoch)
+      return
+    for rows, flag in ((ctx.forget, 1.0), (ctx.retain, 0.0)):
+      f = np.full(len(rows), flag, np.float32)
+      yield from ctx.batches_of({**rows.arrays(), 'f': f}, batch_size, epoch=epoch)
+
+  return batches
 
 
 def ft(*, learning_rate: float = 0.01,   # Unlearn-Sparse FT script: --unlearn_lr 0.01
@@ -73,8 +123,12 @@ def ga(*, learning_rate: float = 1e-4,   # Unlearn-Sparse GA script: --unlearn_l
 def rl(*, learning_rate: float = 0.013,  # SalUn README (RL, CIFAR-10 10%): --unlearn_lr 0.013
        epochs: int = 10,                 # SalUn README: --unlearn_epochs 10
        batch_size: int = BATCH_SIZE, momentum: float = MOMENTUM,
-       weight_decay: float = WEIGHT_DECAY) -> Method:
-  """Trains on D_r together with D_f relabelled at random (y' != y)."""
-  return gradient_method(random_label_loss, stream=Stream('union', epochs, batch_size),
+       weight_decay: float = WEIGHT_DECAY,
+       order: str = 'sequential',  # RL.py:109-159, the CIFAR-10 branch of the defaults
+       labels: str = 'other') -> Method:  # y' != y; 'any': the reference's draw, RL.py:125
+  """Trains on D_f relabelled at random (`labels`: LABEL_DRAWS) and on D_r, in `order` (ORDERS)."""
+  batches = random_label_batches(order, batch_size)
+  return gradient_method(random_label_loss(labels), stream=Stream('union', epochs, batch_size),
                          learning_rate=learning_rate, momentum=momentum,
-                         weight_decay=weight_decay)._replace(requires=(CLASS_LABELS,))
+                         weight_decay=weight_decay)._replace(batches=batches,
+                                                             requires=(CLASS_LABELS,))

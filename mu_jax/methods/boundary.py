@@ -7,10 +7,10 @@ boundary_shrink: each forget image x is pushed by one FGSM step (ℓ∞ radius
   model's prediction on it is the nearest wrong class, and the model is
   fine-tuned with cross-entropy of the clean x towards that label, so the
   forget class's decision space shrinks into its neighbours.
-boundary_expand: a shadow class is added (one more head output, weights
-  standard deviation 10⁻³ and bias 0 like the reference's `init_params`), the widened
-  model is fine-tuned to put every forget image in the shadow class, and the
-  shadow output is pruned: the result has the original architecture.
+boundary_expand: a shadow class is added (one more head output, initialised
+  like the reference's widened Linear: Xavier-normal weights, zero bias), the
+  widened model is fine-tuned to put every forget image in the shadow class,
+  and the shadow output is pruned: the result has the original architecture.
 
 Images here are standardised per channel, so the pixel range is recovered
 from the data: per channel, the lowest and highest standardised value over
@@ -99,11 +99,19 @@ def widened_logits(task, variables, batch, train: bool):
   return jnp.concatenate([logits, along[:, :1] + shadow['bias']], axis=-1), model_state
 
 
-def widen(variables: dict, rng: jax.Array, init_std: float) -> dict:
-  """Adds the shadow class's head column: kernel N(0, init_std²), bias 0."""
-  features = variables['params']['head']['kernel'].shape[0]
-  shadow = {'kernel': init_std * jax.random.normal(rng, (features, 1), jnp.float32),
-            'bias': jnp.zeros((1,), jnp.float32)}
+def widen(variables: dict, rng: jax.Array) -> dict:
+  """Adds the shadow class's head column, drawn as the reference draws it.
+
+  The reference builds a fresh Linear(F, C+1), initialises it with its
+  `init_params` (models.py:47-49: `xavier_normal_` weight, zero bias) and
+  copies the C trained rows over it (boundary_unlearning.py:111-123), so the
+  shadow column is the last column of a Xavier-normal F×(C+1) draw: untruncated
+  N(0, 2/(F + C + 1)), bias 0.
+  """
+  features, classes = variables['params']['head']['kernel'].shape
+  xavier_normal = jax.nn.initializers.variance_scaling(1.0, 'fan_avg', 'normal')
+  kernel = xavier_normal(rng, (features, classes + 1), jnp.float32)[:, classes:]
+  shadow = {'kernel': kernel, 'bias': jnp.zeros((1,), jnp.float32)}
   return {**variables, 'params': {**variables['params'], SHADOW: shadow}}
 
 
@@ -114,8 +122,7 @@ def prune(variables: dict) -> dict:
 
 
 def boundary_expand(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
-                    batch_size: int = BATCH_SIZE, momentum: float = MOMENTUM,
-                    init_std: float = 1e-3) -> Method:  # official init_params: Linear N(0, 1e-3)
+                    batch_size: int = BATCH_SIZE, momentum: float = MOMENTUM) -> Method:
   """Fine-tunes D_f into an extra shadow class, then prunes the shadow output."""
 
   def loss_fn(task, variables, batch, rng):
@@ -129,7 +136,7 @@ def boundary_expand(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCH
 
   def prepare(ctx: Context, variables: dict):
     rng = jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 2)
-    return inner.prepare(ctx, sharding.replicate(widen(variables, rng, init_std), ctx.mesh))
+    return inner.prepare(ctx, sharding.replicate(widen(variables, rng), ctx.mesh))
 
   return Method(prepare, inner.update, lambda s: prune(inner.result(s)), inner.stream,
                 requires=(CLASS_LABELS, LINEAR_HEAD))

@@ -7,8 +7,11 @@ Orbax checkpoint of a pytree of arrays (`mu_jax.checkpoint.save_tree`, atomic),
 under a name keyed by everything that determines it, so a later request loads
 it and a stale entry is never read.
 
-D reaches a method as the request's 'union' stream, D_f first; `canonical_order`
-sorts its rows by content, so per-row statistics line up across requests.
+D reaches a method as the request's 'union' stream, D_f first, so its row
+order depends on the request; a cached statistic must not. `canonical_union`
+gives D's rows sorted by content (`canonical_order`), the same arrays for
+every request on D, so per-row statistics line up across requests and an
+order-dependent pass over them (SSD's batch Fisher) is request-independent.
 """
 import hashlib
 
@@ -29,13 +32,22 @@ def canonical_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
   return np.lexsort(keys)   # the last key is the most significant
 
 
-def fingerprint(ctx, *parts, variables=None) -> str:
-  """16 hex digits of `parts`, D (in any row order) and, if given, the model's variables."""
-  digest = hashlib.sha1(repr(parts).encode())
+def canonical_union(ctx) -> dict[str, np.ndarray]:
+  """D's arrays (without the forget flag 'f') in `canonical_order`: the same for
+  every request on D."""
   union = {k: v for k, v in ctx.arrays('union').items() if k != 'f'}
   order = canonical_order(union)
-  for name in sorted(union):
-    digest.update(np.ascontiguousarray(union[name][order]).tobytes())
+  return {k: v[order] for k, v in union.items()}
+
+
+def fingerprint(ctx, *parts, variables=None, rows=None) -> str:
+  """16 hex digits of `parts`, D (in any row order), if given the model's variables,
+  and if given the host arrays `rows` in their row order (for a statistic whose
+  pass order depends on the request)."""
+  digest = hashlib.sha1(repr(parts).encode())
+  for arrays in (canonical_union(ctx), rows or {}):
+    for name in sorted(arrays):
+      digest.update(np.ascontiguousarray(arrays[name]).tobytes())
   for leaf in jax.tree.leaves(sharding.to_host(variables) if variables is not None else {}):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()[:16]

@@ -177,7 +177,8 @@ def forget_attribution(ctx: Context, *, num_models: int,
   proj = trak.Projection(dim=proj_dim, seed=ctx.seed)
   path = None
   if ctx.cache_dir:
-    key = cache.fingerprint(ctx, 'trak', num_models, subset_fraction, proj, lam,
+    # 'subset-rows': members see only their subset's rows (`ensembles.train_ensemble`).
+    key = cache.fingerprint(ctx, 'trak', 'subset-rows', num_models, subset_fraction, proj, lam,
                             ctx.seed, sorted(recipe.items()))
     path = os.path.join(ctx.cache_dir, f'dmm_trak-{key}')
   saved = cache.load(path) if path else None

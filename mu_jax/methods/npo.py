@@ -16,13 +16,25 @@ forget_loss): L = npo_weight·L_NPO + retain_weight·CE(D_r), every forget row
 paired with one retain row drawn uniformly at random (with replacement), as
 the reference's forget-anchored dataset does; retain_weight=0 gives plain NPO.
 Steps follow the forget stream; the retain rows live on device in the state.
+The loss returns its NPO term apart (`LossTerms`), so `smooth` can perturb it
+alone, as the Unlearn-Smooth reference does.
+
+The optimizer is the reference's Hugging Face Trainer setup: AdamW whose weight
+decay skips biases and normalisation scales (`optim.decayed_weights`), and the
+Trainer's default 'linear' schedule, warm-up over the first epoch then linear
+decay to 0 (`schedule='constant'` keeps the rate fixed, as the MUSE baselines'
+`lr_scheduler_type='constant'`). Deviation: a mu_jax epoch is ⌈|D_f|/batch⌉
+steps (the last batch padded); the reference floors both its warm-up,
+len(dataset)//32, and its total, epochs·len(dataset)//32 (its loader
+cycles); the two agree whenever the batch divides |D_f|.
 """
 import jax
 import jax.numpy as jnp
 
 from mu_jax import sharding
 from mu_jax.methods.base import Context, Method, Stream
-from mu_jax.methods.gradient import LossContext, gradient_method
+from mu_jax.methods.gradient import LossContext, LossTerms, gradient_method
+from mu_jax.optim import decayed_weights
 
 
 def npo_loss(losses, ref_losses, weights, beta: float) -> jax.Array:
@@ -39,8 +51,12 @@ def npo(*, learning_rate: float = 1e-5,  # official config/forget.yaml: lr 1e-5
         beta: float = 0.1,               # official config/forget.yaml: beta 0.1
         npo_weight: float = 1.0,         # official config/forget.yaml: npo_coeff 1.0
         retain_weight: float = 1.0,      # official config/forget.yaml: grad_diff_coeff 1.0
-        optimizer: str = 'adamw',        # official: HF Trainer's AdamW
-        weight_decay: float = 0.01) -> Method:  # official config/forget.yaml: weight_decay 0.01
+        optimizer: str = 'adamw',        # official forget.py:135: optim="paged_adamw_32bit"
+        weight_decay: float = 0.01,      # official config/forget.yaml: weight_decay 0.01
+        # official forget.py:123-142 sets no lr_scheduler_type: HF's default 'linear'
+        schedule: str = 'linear',
+        # official config/forget.yaml:27 warmup_steps: steps_per_epoch (forget.py:104, 118-119)
+        warmup_epochs: int = 1) -> Method:
   """NPO on the forget set plus retain-set cross-entropy (NPO+RT)."""
 
   def make_aux(ctx: Context, variables: dict) -> dict:
@@ -52,17 +68,22 @@ def npo(*, learning_rate: float = 1e-5,  # official config/forget.yaml: lr 1e-5
   def loss_fn(task, variables, batch, rng, extra: LossContext):
     outputs, model_state = task.apply(variables, batch, True)
     ref_outputs, _ = task.apply(extra.aux['ref'], batch, False)
-    loss = npo_weight * npo_loss(task.losses(outputs, batch), task.losses(ref_outputs, batch),
-                                 batch['w'], beta)
-    if retain_weight:
-      retain = extra.aux['retain']
-      n = batch['w'].shape[0]
-      rows = jax.random.randint(rng, (n,), 0, jax.tree.leaves(retain)[0].shape[0])
-      retain_batch = jax.tree.map(lambda a: a[rows], retain)
-      retain_outputs, model_state = task.apply({**variables, **model_state}, retain_batch, True)
-      loss = loss + retain_weight * task.mean_loss(retain_outputs, retain_batch, batch['w'])
-    return loss, model_state
+    forget = npo_weight * npo_loss(task.losses(outputs, batch), task.losses(ref_outputs, batch),
+                                   batch['w'], beta)
+    if not retain_weight:
+      return forget, model_state
+    retain = extra.aux['retain']
+    n = batch['w'].shape[0]
+    rows = jax.random.randint(rng, (n,), 0, jax.tree.leaves(retain)[0].shape[0])
+    retain_batch = jax.tree.map(lambda a: a[rows], retain)
+    retain_outputs, model_state = task.apply({**variables, **model_state}, retain_batch, True)
+    kept = retain_weight * task.mean_loss(retain_outputs, retain_batch, batch['w'])
+    return LossTerms(forget, kept), model_state
 
   return gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
                          learning_rate=learning_rate, optimizer=optimizer,
-                         weight_decay=weight_decay, make_aux=make_aux)
+                         weight_decay=weight_decay, make_aux=make_aux,
+                         # official: HF Trainer.get_decay_parameter_names (no decay on
+                         # ALL_LAYERNORM_LAYERS or "bias" parameters)
+                         decay_mask=decayed_weights, schedule=schedule,
+                         warmup_epochs=warmup_epochs)

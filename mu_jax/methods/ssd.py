@@ -1,17 +1,26 @@
 """Selective Synaptic Dampening (SSD; Foster et al. 2024, arXiv:2308.07707).
 
-Diagonal importances I_D on the full training set D (stream 'union') and
+Diagonal importances I_D on the full training set D and
 I_Df on the forget set select the parameters that matter far more to D_f
 than to D, I_Df,i > α·I_D,i, and dampen each selected θ_i by
 β_i = min(λ·I_D,i / I_Df,i, 1); all others stay bit-identical, and so do
 BatchNorm statistics (only params are touched). A one-shot method: `prepare`
 runs the two importance passes, the single jitted `update` dampens.
 
-With `ctx.cache_dir` set, I_D (which depends on the model and D only) is
-cached there (`mu_jax.methods.cache`), keyed by estimator, batch size, seed
-and the content of D, so a later forget
-request pays only for the D_f pass. `select_alpha` picks α on a held-out part
-of D_f. Official code: github.com/if-loops/selective-synaptic-dampening.
+The batch estimator depends on how rows fall into batches, so `order` fixes
+the passes' rows and batch sizes (`passes`):
+  canonical  (default) D in content order (`cache.canonical_union`), then
+             permuted by `ctx.seed`: the same batches for every request on D,
+             so a cached I_D is exactly what a cold run would compute. D_f
+             permuted by `ctx.seed`.
+  reference  the official scripts' loaders: no shuffling, D = D_r then D_f
+             (D_r sorted by class for a whole-class request), each pass at the
+             batch size its script uses. Request-dependent: I_D is cached per
+             request.
+With `ctx.cache_dir` set, I_D is cached there (`mu_jax.methods.cache`), keyed
+by everything that fixes its batches, so a later forget request pays only
+for the D_f pass. `select_alpha` picks α on a held-out part of D_f.
+Official code: github.com/if-loops/selective-synaptic-dampening.
 """
 import os
 import re
@@ -22,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax import logs, sharding
+from mu_jax.data import concat
 from mu_jax.errors import MuJaxError
 from mu_jax.influence import fisher
 from mu_jax.methods import cache
@@ -31,7 +41,11 @@ from mu_jax.tasks import CLASS_LABELS, requires
 
 SELECTION_WEIGHTING = 10.0   # α: official ResNet18 runs, forget_*_main.py selection_weighting 10
 DAMPENING_CONSTANT = 1.0     # λ: official ResNet18 runs, forget_*_main.py dampening_constant 1
-BATCH_SIZE = 64              # official forget_*_main.py argparse `-b` default 64
+ORDERS = ('canonical', 'reference')
+# Batch sizes of the D and D_f passes in the official scripts (src/):
+CLASS_BATCH_SIZE = 64           # forget_full_class_main.py:58 `-b` 64, both passes (:152-157)
+RANDOM_BATCH_SIZE = 128         # forget_random_main.py:57 `-b` default 128, the D pass (:133-136)
+RANDOM_FORGET_BATCH_SIZE = 128  # forget_random_main.py:120, D_f at batch_size=128 whatever -b is
 
 
 class SSDState(NamedTuple):
@@ -71,22 +85,76 @@ def dampen(params, importance_d, importance_f, eligible, *, alpha: float, dampen
   return jax.tree.map(one, params, selected, importance_d, importance_f), selected
 
 
-def _cache_path(ctx: Context, estimator: str, batch_size: int) -> str:
-  key = cache.fingerprint(ctx, 'ssd_importance_d', estimator, batch_size, ctx.seed)
-  return os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-{key}')
+class Pass(NamedTuple):
+  """One importance pass: its rows (host arrays, or a stream name of the context)
+  batched in order, shuffled first by `ctx.seed` if `shuffle`."""
+  rows: Any
+  batch_size: int
+  shuffle: bool
 
 
-def importance_d(ctx: Context, variables: dict, estimator: str, batch_size: int):
-  """I_D on 'union' = D, loaded from / saved to `ctx.cache_dir` when set."""
-  path = _cache_path(ctx, estimator, batch_size) if ctx.cache_dir else None
-  if path:
+def whole_class(ctx: Context) -> bool:
+  """True when D_f is every training row of one class (the full-class script's case)."""
+  if CLASS_LABELS not in ctx.task.capabilities:
+    return False
+  labels = np.unique(ctx.forget['y'])
+  return len(labels) == 1 and not np.any(ctx.retain['y'] == labels[0])
+
+
+def passes(ctx: Context, order: str, batch_size: int | None) -> tuple[Pass, Pass]:
+  """The (D, D_f) passes of `order`; `batch_size` None: the official script's `-b`.
+
+  'reference' reproduces the official loaders: forget_full_class_main.py:152-157
+  and forget_random_main.py:120-136 build unshuffled DataLoaders over
+  ConcatDataset((retain, forget)) and over forget; a whole-class request's
+  retain rows come class by class (forget_full_class_strategies.py:57-61,
+  `build_retain_forget_sets`), each class in data-set order. Deviation: the
+  random script's rows follow torch's `random_split` permutation, which NumPy
+  cannot reproduce; here D_r and D_f keep training-set order (a random subset's).
+  """
+  is_class = whole_class(ctx)
+  size = batch_size or (CLASS_BATCH_SIZE if is_class else RANDOM_BATCH_SIZE)
+  if order == 'canonical':
+    return Pass(cache.canonical_union(ctx), size, True), Pass('forget', size, True)
+  retain = ctx.retain
+  if is_class:
+    retain = retain.take(np.argsort(retain['y'], kind='stable'))
+  forget_size = size if is_class else RANDOM_FORGET_BATCH_SIZE
+  return (Pass(concat(retain, ctx.forget).arrays(), size, False),
+          Pass('forget', forget_size, False))
+
+
+def importance_d(ctx: Context, variables: dict, estimator: str, d_pass: Pass):
+  """I_D on the pass `d_pass`, loaded from / saved to `ctx.cache_dir` when set.
+
+  The key holds D's content, the estimator, batch size, shuffling and seed,
+  and for an unshuffled pass the rows in their order, so an entry is read
+  only by a request whose pass would compute it bit for bit.
+  """
+  path = None
+  if ctx.cache_dir:
+    key = cache.fingerprint(ctx, 'ssd_importance_d', estimator, d_pass.batch_size,
+                            d_pass.shuffle, ctx.seed, rows=None if d_pass.shuffle else d_pass.rows)
+    path = os.path.join(ctx.cache_dir, f'ssd_importance_d-{estimator}-{key}')
     cached = cache.load(path)
     if cached is not None and cache.same_shapes(cached, variables['params']):
       return sharding.replicate(cached, ctx.mesh)
-  result = fisher.importance(estimator, ctx.task, variables, ctx, 'union', batch_size)
+  result = _importance(estimator, ctx, variables, d_pass)
   if path:
     cache.save(path, result)
   return result
+
+
+def _importance(estimator: str, ctx: Context, variables: dict, one: Pass):
+  return fisher.importance(estimator, ctx.task, variables, ctx, one.rows, one.batch_size,
+                           shuffle=one.shuffle)
+
+
+def _check_order(order: str, batch_size: int | None) -> None:
+  if order not in ORDERS:
+    raise MuJaxError(f'Unknown SSD order {order!r}; valid: {", ".join(ORDERS)}.')
+  if batch_size is not None and batch_size < 1:
+    raise MuJaxError(f'SSD batch_size must be a positive integer or None, got {batch_size}.')
 
 
 def _count(selected) -> jax.Array:
@@ -97,8 +165,13 @@ def ssd(*, selection_weighting: float = SELECTION_WEIGHTING,
         dampening_constant: float = DAMPENING_CONSTANT,
         estimator: str = 'batch',   # the official code's calc_importance; 'label_free' = LF-SSD
         layers: str = '',           # regex on 'backbone/.../kernel' paths; '' = every parameter
-        batch_size: int = BATCH_SIZE) -> Method:
-  """SSD; `estimator` picks the importance (see mu_jax.influence.fisher)."""
+        # mu_jax: request-independent batches, so the cached I_D is exact; 'reference' =
+        # the official loaders (see `passes`)
+        order: str = 'canonical',
+        batch_size: int | None = None) -> Method:   # None: the official script's (`passes`)
+  """SSD; `estimator` picks the importance (see mu_jax.influence.fisher), `order`
+  the passes' batches."""
+  _check_order(order, batch_size)
   if estimator not in fisher.ESTIMATORS:
     raise MuJaxError(f'Unknown SSD estimator {estimator!r}; '
                      f'valid: {", ".join(fisher.ESTIMATORS)}.')
@@ -113,8 +186,9 @@ def ssd(*, selection_weighting: float = SELECTION_WEIGHTING,
 
   def prepare(ctx: Context, variables: dict) -> SSDState:
     params, model_state = split_variables(variables)
-    i_d = importance_d(ctx, variables, estimator, batch_size)
-    i_f = fisher.importance(estimator, ctx.task, variables, ctx, 'forget', batch_size)
+    d_pass, f_pass = passes(ctx, order, batch_size)
+    i_d = importance_d(ctx, variables, estimator, d_pass)
+    i_f = _importance(estimator, ctx, variables, f_pass)
     return SSDState(params, model_state, i_d, i_f, eligible_leaves(params, layers),
                     jnp.zeros((), jnp.int32))
 
@@ -162,19 +236,21 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
                  alphas: Sequence[float] = (100, 70, 50, 40, 30, 25, 20, 15, 10, 7, 5, 3, 2, 1),
                  retain_tolerance: float = 1.0, holdout_fraction: float = 0.2,
                  dampening_constant: float = DAMPENING_CONSTANT,
-                 estimator: str = 'batch', layers: str = '',
-                 batch_size: int = BATCH_SIZE) -> AlphaSelection:
+                 estimator: str = 'batch', layers: str = '', order: str = 'canonical',
+                 batch_size: int | None = None) -> AlphaSelection:
   """The largest (most selective) α that forgets held-out D_f examples.
 
   Exactly: D_f is split by a permutation seeded with `ctx.seed` into a
   held-out part (round(holdout_fraction·|D_f|) rows, at least 1) and a fit
-  part (the rest, at least 1). When |D_f| > batch_size the held-out size is
-  rounded to whole batches (at least one), so the fit part ends in a ragged
-  batch of the same size as D_f's: the batch estimator averages squared
+  part (the rest, at least 1; with order 'reference' in D_f's order). When
+  |D_f| exceeds the D_f pass's batch size the held-out size is rounded to
+  whole batches (at least one), so the fit part ends in a ragged batch of the
+  same size as D_f's: the batch estimator averages squared
   batch-mean gradients, whose scale grows as a batch shrinks, and I_Df of the
   fit part must be on the scale of the I_Df the method computes on all of D_f
-  (on digits class 0, 101 of 126 rows gave 3.6x the importance of all 126). I_D is SSD's (cached as in `ssd`), I_Df is
-  computed on the fit part only. For each α in `alphas`, largest first, SSD
+  (on digits class 0, 101 of 126 rows gave 3.6x the importance of all 126).
+  I_D is SSD's (cached as in `ssd`), I_Df is computed on the fit part only,
+  both with the passes of `order`. For each α in `alphas`, largest first, SSD
   is applied with that I_Df and λ = `dampening_constant`, and accepted when
   (a) eval-mode accuracy on the held-out part is ≤ `target_forget_acc`
   (percent) and (b) accuracy on all of D_r is ≥ the original model's D_r
@@ -185,24 +261,27 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   the dampening generalises over D_f rather than fitting the rows it saw.
   """
   requires(ctx.task, 'select_alpha', CLASS_LABELS)
+  _check_order(order, batch_size)
+  d_pass, f_pass = passes(ctx, order, batch_size)
   n = len(ctx.forget)
   n_out = round(holdout_fraction * n)
-  if n > batch_size:
-    n_out = batch_size * max(round(n_out / batch_size), 1)
+  if n > f_pass.batch_size:
+    n_out = f_pass.batch_size * max(round(n_out / f_pass.batch_size), 1)
   n_out = min(max(n_out, 1), n - 1)
   if n < 2 or not 0 < holdout_fraction < 1:
     raise MuJaxError(f'select_alpha needs at least 2 forget examples (got {n}) and '
                      f'0 < holdout_fraction < 1 (got {holdout_fraction}); change them.')
-  order = np.random.default_rng(ctx.seed).permutation(n)
-  held_out = ctx.forget.take(order[:n_out])
-  fit = ctx.forget.take(order[n_out:])
+  split = np.random.default_rng(ctx.seed).permutation(n)
+  held_out = ctx.forget.take(split[:n_out])
+  fit_rows = split[n_out:] if order == 'canonical' else np.sort(split[n_out:])
+  fit = ctx.forget.take(fit_rows)
   variables = sharding.replicate(variables, ctx.mesh)
   params, model_state = split_variables(variables)
-  i_d = importance_d(ctx, variables, estimator, batch_size)
-  i_f = fisher.importance(estimator, ctx.task, variables, ctx._replace(forget=fit),
-                          'forget', batch_size)
+  i_d = importance_d(ctx, variables, estimator, d_pass)
+  i_f = _importance(estimator, ctx._replace(forget=fit), variables, f_pass)
   eligible = eligible_leaves(params, layers)
-  floor = _accuracy(ctx, variables, 'retain', batch_size) - retain_tolerance
+  rows = d_pass.batch_size   # evaluation batches: any size gives the same counts
+  floor = _accuracy(ctx, variables, 'retain', rows) - retain_tolerance
   probe = ctx._replace(forget=held_out)
   trials = []
   for alpha in logs.progress(sorted(alphas, reverse=True), unit='alpha', desc='SSD α selection'):
@@ -210,8 +289,8 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
                                  dampening=float(dampening_constant))
     candidate = merge_variables(dampened, model_state)
     trials.append({'alpha': float(alpha), 'selected': int(_count(selected)),
-                   'forget_acc': _accuracy(probe, candidate, 'forget', batch_size),
-                   'retain_acc': _accuracy(ctx, candidate, 'retain', batch_size)})
+                   'forget_acc': _accuracy(probe, candidate, 'forget', rows),
+                   'retain_acc': _accuracy(ctx, candidate, 'retain', rows)})
     if trials[-1]['forget_acc'] <= target_forget_acc and trials[-1]['retain_acc'] >= floor:
       return AlphaSelection(float(alpha), trials)
   return AlphaSelection(None, trials)

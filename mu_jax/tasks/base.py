@@ -128,13 +128,13 @@ class Task(abc.ABC):
                        f'the {self.name} task was built for {self.input_shape}.')
 
   def summarize(self, stats: dict[str, dict[str, np.ndarray]], *, seed: int,
-                mia_max_per_side: int) -> dict[str, float]:
+                mia_max_per_side: int, mia_members: str = 'sample') -> dict[str, float]:
     """The task's metrics from per-split statistics ('forget', 'retain', 'test')."""
     out = {column: self.evaluators[evaluator](stats[split])
            for column, (split, evaluator) in self.metric_columns.items()}
     feature = {split: s[self.mia_statistic] for split, s in stats.items()}
     out['MIA'] = mia_efficacy(feature['retain'], feature['test'], feature['forget'],
-                              seed=seed, max_per_side=mia_max_per_side)
+                              seed=seed, max_per_side=mia_max_per_side, members=mia_members)
     return out
 
 

@@ -76,6 +76,7 @@ class Classification(Task):
   def head_targets(self, batch):
     return jax.nn.one_hot(batch['y'], self.num_classes, dtype=jnp.float32)
 
-  def summarize(self, stats, *, seed, mia_max_per_side):
-    out = super().summarize(stats, seed=seed, mia_max_per_side=mia_max_per_side)
+  def summarize(self, stats, *, seed, mia_max_per_side, mia_members='sample'):
+    out = super().summarize(stats, seed=seed, mia_max_per_side=mia_max_per_side,
+                            mia_members=mia_members)
     return {'FA': out['FA'], 'UA': 100.0 - out['FA'], **out}
