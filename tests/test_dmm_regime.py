@@ -83,7 +83,7 @@ class RegimeConfigTest(absltest.TestCase):
     with config.unlocked():
       config.rigorous.train_size = 300
       config.rigorous.eval_size = 60
-      config.rigorous.mia_members = 1
+      config.rigorous.mia_models = 1
     out = rigorous.run_rigorous(config, self.create_tempdir().full_path)
     rows = {r['method']: r for r in out['rows']}
     self.assertEqual(list(rows), ['original', 'retrain', 'ft', 'ga', 'scrub', 'salun',

@@ -10,6 +10,7 @@ from absl.testing import absltest
 from mu_jax.experiments import config_lib
 from mu_jax.errors import MuJaxError
 from mu_jax.experiments import rigorous
+from mu_jax.evaluation import ulira
 from tests import helpers
 
 CONFIG = os.path.join(helpers.ROOT, 'configs', 'digits_rigorous.py')
@@ -54,6 +55,33 @@ class RigorousExperimentTest(absltest.TestCase):
     self.assertGreater(rows['original']['ASR'], 50.0)
     self.assertLess(rows['retrain (clean)']['ASR'], rows['original']['ASR'])
     self.assertIn('| ASR |', rigorous.markdown_table(out['rows']))
+
+  def test_hayes_ulira_gives_each_model_its_own_half_of_the_forget_set(self):
+    workdir = self.create_tempdir().full_path
+    config = _config('methods=ft,forget=random:0.05', ulira_protocol='hayes',
+                     relearn={'max_steps': 0})
+    out = rigorous.run_rigorous(config, workdir)
+    rows = {r['method']: r for r in out['rows']}
+    self.assertEqual(set(rows), {'original', 'retrain', 'ft'})
+    for row in rows.values():
+      for column in ('U-LiRA', 'U-LiRA TPR@0.1%', 'U-LiRA TPR@1%'):
+        self.assertTrue(np.isfinite(row[column]), (row['method'], column, row[column]))
+    forget = np.load(os.path.join(out['directory'], 'forget_indices.npy'))
+    forgotten = out['details']['oracle']['ulira_forgotten']
+    self.assertEqual(forgotten.shape, (4, len(forget)))
+    np.testing.assert_array_equal(forgotten.sum(1), round(len(forget) / 2))
+    self.assertLen({f.tobytes() for f in forgotten}, 4)   # F_k differs across k
+    self.assertTrue(os.path.exists(os.path.join(out['directory'], 'roc.png')))
+    # Only pairs (model k, x in F_k) are attacked, each side the same pairs.
+    counted = ulira.counted_pairs(forgotten, folds=2, seed=config.seed)
+    for name in rows:
+      self.assertEqual(out['details'][name]['ulira_u'].shape, (counted.sum(),))
+      self.assertEqual(out['details'][name]['ulira_o'].shape, (counted.sum(),))
+    models = os.listdir(os.path.join(workdir, 'models'))
+    for role in ('hayes-oracle', 'hayes-reference-oracle'):
+      self.assertLen([m for m in models if m.startswith(f'ensemble-{role}-')], 1)
+    with self.assertRaisesRegex(MuJaxError, "ulira_protocol='hayes' is not offered"):
+      rigorous.run_rigorous(_config('scenario=sequential', ulira_protocol='hayes'), workdir)
 
   def test_bad_settings_fail_in_one_line(self):
     with self.assertRaisesRegex(MuJaxError, 'Unknown rigorous scenario'):

@@ -132,6 +132,36 @@ class ULiRATest(absltest.TestCase):
       ulira.ulira_accuracy(np.zeros((3, 1)), np.zeros((3, 1)))
 
 
+  def test_masked_fit_and_scores_by_hand(self):
+    # 4 models x 3 examples; forgotten[k, j]: model k forgot example j. NaN where not
+    # forgotten: those margins must never enter a fit. Seed 1: folds {0, 1} and {2, 3}.
+    forgotten = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 1], [1, 1, 0]], bool)
+    nan = np.nan
+    u = np.array([[3, 2, 7], [5, 0, nan], [nan, 1, 7], [4, 3, nan]], float)
+    o = np.array([[-2, 0, 7], [2, 1, nan], [nan, -1, 7], [0, 1, nan]], float)
+    self.assertEqual([list(f) for f in ulira._folds(4, 2, 1)], [[0, 1], [2, 3]])
+    mean, std, count = ulira.masked_fit(u[2:], forgotten[2:])   # the shadows of fold {0, 1}
+    np.testing.assert_array_equal(count, [1, 2, 1])
+    self.assertEqual((mean[1], std[1], mean[0], std[0]), (2.0, 1.0, 4.0, 0.0))
+    mean, std, _ = ulira.masked_fit(o[:2], forgotten[:2])       # the shadows of fold {2, 3}
+    np.testing.assert_array_equal(mean[:2], [0.0, 0.5])
+    np.testing.assert_array_equal(std, [2.0, 0.5, 0.0])
+    self.assertEqual(mean[2], 7.0)                               # o[1, 2] (NaN) left out
+    mean, std, count = ulira.masked_fit(o[1:2], forgotten[1:2])  # no model forgot example 2
+    self.assertTrue(count[2] == 0 and np.isnan(mean[2]) and np.isnan(std[2]))
+    # Scored: forgotten pairs whose example two shadows of the other fold forgot too.
+    np.testing.assert_array_equal(ulira.counted_pairs(forgotten, folds=2, seed=1),
+                                  [[0, 1, 0], [0, 1, 0], [0, 1, 0], [1, 1, 0]])
+    scores_u, scores_o = ulira.masked_ulira_scores(u, o, forgotten, folds=2, seed=1)
+    ln2 = np.log(2.0)   # pairs (0, 1), (1, 1), (2, 1), (3, 0), (3, 1)
+    np.testing.assert_allclose(scores_u, [2.0, -2.0, 0.5 - ln2, 2.0 + ln2, 10.5 - ln2],
+                               rtol=1e-12)
+    np.testing.assert_allclose(scores_o, [-2.0, 0.0, 2.5 - ln2, -8.0 + ln2, 0.5 - ln2],
+                               rtol=1e-12)
+    self.assertAlmostEqual(ulira.accuracy(scores_u, scores_o), 70.0)   # 3/5 and 4/5
+    with self.assertRaisesRegex(MuJaxError, 'one shape'):
+      ulira.masked_ulira_scores(u, o, forgotten[:, :2])
+
   def test_tpr_at_low_fpr_by_hand(self):
     # Unlearned targets (positives) 3, 2, 1, 0; oracle targets 2.5, 0.5, -1, -2.
     pos, neg = np.array([[3.0, 2.0], [1.0, 0.0]]), np.array([[2.5, 0.5], [-1.0, -2.0]])
@@ -285,7 +315,7 @@ class RigorousScoreTest(absltest.TestCase):
   def test_row_has_the_reference_options_and_low_fpr_tprs(self):
     rng = np.random.default_rng(0)
     pop, oracle = _population(rng, 1.0), _population(rng, 0.0)
-    config = self._config(klom_direction='oracle_first', mia_members=1)
+    config = self._config(klom_direction='oracle_first', mia_models=1)
     row, details = rigorous.score(config, 'm', pop, oracle, relearn_steps=None, seconds=1.0)
     self.assertIn('U-LiRA TPR@0.1%', rigorous.COLUMNS)
     for rate, column in zip(ulira.LOW_FPRS, ('U-LiRA TPR@0.1%', 'U-LiRA TPR@1%')):
@@ -303,7 +333,8 @@ class RigorousScoreTest(absltest.TestCase):
     path = os.path.join(os.path.dirname(configs.__file__), 'digits_rigorous.py')
     for key, value, allowed in (('rigorous.klom_direction', 'reverse',
                                  'unlearned_first, oracle_first'),
-                                ('eval.mia_members', 'all', 'sample, first')):
+                                ('eval.mia_members', 'all', 'sample, first'),
+                                ('rigorous.ulira_protocol', 'paper', 'shared, hayes')):
       config = rigorous.make_config(path, 'smoke=True')
       block, leaf = key.split('.')
       with config.unlocked():

@@ -102,7 +102,7 @@ class CheckConfigTest(parameterized.TestCase):
   def test_rigorous_zero_means_off_or_default(self):
     config = helpers.load_config('digits_rigorous')
     for path in ('rigorous.relearn.max_steps', 'rigorous.relearn.batch_size',
-                 'rigorous.train_size', 'rigorous.mia_members'):
+                 'rigorous.train_size', 'rigorous.mia_models'):
       validation.check_config(_set(config, path, 0))
     with self.assertRaisesRegex(MuJaxError, r'config.rigorous.num_models is 3; it must be a '
                                             r'whole number, at least 4 models per side'):

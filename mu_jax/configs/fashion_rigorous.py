@@ -35,6 +35,6 @@ def get_config(arg=None):
       c.rigorous.train_size = 6000
       c.rigorous.eval_size = 2000
       c.rigorous.worst_case.select_epochs = 10   # official arg_parser.py: --select_epochs 10
-    c.rigorous.mia_members = 8
+    c.rigorous.mia_models = 8
     c.rigorous.worst_case.w_lr = 1e4   # see configs/digits_rigorous.py
   return c

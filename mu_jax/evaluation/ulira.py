@@ -18,12 +18,13 @@ called "retrained". Besides the accuracy, `tpr_at_fpr` reads the attack's ROC
 at a low false-positive rate, over all targets and examples pooled, as LiRA
 reports it.
 
-Deviation from the paper's shadow models, on purpose: Hayes et al. train
-their shadows on random subsets of the data, each with its own forget set, so
-an example's Gaussians also absorb the variance from which other rows were
-trained on and forgotten. Here every model shares D and D_f and differs only
-by seed (the rigorous ensembles are reused, at no extra training), so the
-Gaussians are narrower and the attack usually stronger than the paper's.
+Shadow models: with `ulira_scores` every model shares D and D_f and differs
+only by seed (the rigorous 'shared' protocol, reusing its ensembles at no
+extra training), so the Gaussians are narrower and the attack usually
+stronger than the paper's. Hayes et al. train each shadow with its own random
+forget set, so an example's Gaussians also absorb which other rows were
+trained on and forgotten; `masked_ulira_scores` fits over such models (the
+'hayes' protocol), each example only over the models that forgot it.
 """
 import numpy as np
 
@@ -31,6 +32,7 @@ from mu_jax.errors import MuJaxError
 
 FOLDS = 2           # two halves: as many shadows as targets on each side
 STD_FLOOR = 1e-30   # LiRA official plot.py: norm.logpdf(sc, mean_in, std_in + 1e-30)
+MIN_SHADOWS = 2     # models per example and side a masked fit needs: 'shared' folds always have 2
 # The false-positive rates whose TPR the rigorous table reports: 0.1% as LiRA's
 # official plot.py (`tpr[np.where(fpr < .001)[0][-1]]`), and 1% beside it.
 LOW_FPRS = (0.001, 0.01)
@@ -50,6 +52,12 @@ def _folds(num_models: int, folds: int, seed: int) -> list[np.ndarray]:
   return np.array_split(np.random.default_rng(seed).permutation(num_models), folds)
 
 
+def _check_folds(folds: int, num_unlearned: int, num_oracle: int) -> None:
+  if folds < 2 or min(num_unlearned, num_oracle) < 2 * folds:
+    raise MuJaxError(f'U-LiRA with {folds} folds needs at least 2 models per fold and side '
+                     f'(and folds >= 2); got {num_unlearned} and {num_oracle} models.')
+
+
 def ulira_scores(unlearned, oracle, *, folds: int = FOLDS,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Log-likelihood ratios log N_u(x) − log N_o(x) of every target margin.
@@ -61,9 +69,7 @@ def ulira_scores(unlearned, oracle, *, folds: int = FOLDS,
   if unlearned.ndim != 2 or oracle.ndim != 2 or unlearned.shape[1] != oracle.shape[1]:
     raise MuJaxError(f'U-LiRA needs margins [models, examples] for the same examples on both '
                      f'sides; got {unlearned.shape} and {oracle.shape}.')
-  if folds < 2 or min(len(unlearned), len(oracle)) < 2 * folds:
-    raise MuJaxError(f'U-LiRA with {folds} folds needs at least 2 models per fold and side '
-                     f'(and folds >= 2); got {len(unlearned)} and {len(oracle)} models.')
+  _check_folds(folds, len(unlearned), len(oracle))
   fold_u, fold_o = _folds(len(unlearned), folds, seed), _folds(len(oracle), folds, seed)
   scores_u, scores_o = np.zeros_like(unlearned), np.zeros_like(oracle)
   for targets_u, targets_o in zip(fold_u, fold_o):
@@ -75,6 +81,67 @@ def ulira_scores(unlearned, oracle, *, folds: int = FOLDS,
         ratio = _log_density(x, mean_u, std_u) - _log_density(x, mean_o, std_o)
       out[targets] = np.nan_to_num(ratio, nan=0.0)   # -inf - -inf: no evidence either way
   return scores_u, scores_o
+
+
+def masked_fit(shadows: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+  """Per-example (mean, maximum-likelihood std, count) over the models with mask True.
+
+  shadows, mask: [models, examples]; values where mask is False are ignored
+  (they may be NaN). An example no model counts has a NaN mean and std.
+  """
+  mask = np.asarray(mask, bool)
+  count = mask.sum(0)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean = np.where(mask, shadows, 0.0).sum(0) / count
+    var = np.where(mask, np.square(shadows - mean), 0.0).sum(0) / count
+  return mean, np.sqrt(var), count
+
+
+def counted_pairs(forgotten: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+  """[models, examples] bool: the (target model, example) pairs `masked_ulira_scores` scores.
+
+  A pair counts when the target model forgot the example and, among the other
+  folds' models, at least MIN_SHADOWS forgot it too (a Gaussian needs a spread).
+  """
+  forgotten = np.asarray(forgotten, bool)
+  counted = np.zeros_like(forgotten)
+  for targets in _folds(len(forgotten), folds, seed):
+    fitted = np.delete(forgotten, targets, axis=0).sum(0) >= MIN_SHADOWS
+    counted[targets] = forgotten[targets] & fitted
+  return counted
+
+
+def masked_ulira_scores(unlearned, oracle, forgotten, *, folds: int = FOLDS,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """`ulira_scores` over models that each forgot their own subset (Hayes et al.'s shadows).
+
+  unlearned[k], oracle[k]: margins [K, S] of the model unlearned from, and of
+  the one retrained without, the examples with forgotten[k] True. Each fold
+  in turn is the targets; an example's Gaussians are fitted (`masked_fit`)
+  over the other folds' models that forgot it, and only `counted_pairs` are
+  scored. Returns the scores of those pairs, model-major: (unlearned targets,
+  oracle targets), both 1-D and of equal length.
+  """
+  unlearned, oracle = np.asarray(unlearned, np.float64), np.asarray(oracle, np.float64)
+  forgotten = np.asarray(forgotten, bool)
+  if unlearned.ndim != 2 or not unlearned.shape == oracle.shape == forgotten.shape:
+    raise MuJaxError(f'Masked U-LiRA needs margins and a forgotten mask of one shape '
+                     f'[models, examples]; got {unlearned.shape}, {oracle.shape} and '
+                     f'{forgotten.shape}.')
+  _check_folds(folds, len(unlearned), len(oracle))
+  scores_u, scores_o = np.zeros_like(unlearned), np.zeros_like(oracle)
+  for targets in _folds(len(unlearned), folds, seed):
+    shadow_mask = np.delete(forgotten, targets, axis=0)
+    mean_u, std_u, _ = masked_fit(np.delete(unlearned, targets, axis=0), shadow_mask)
+    mean_o, std_o, _ = masked_fit(np.delete(oracle, targets, axis=0), shadow_mask)
+    for values, out in ((unlearned, scores_u), (oracle, scores_o)):
+      with np.errstate(invalid='ignore'):
+        ratio = (_log_density(values[targets], mean_u, std_u)
+                 - _log_density(values[targets], mean_o, std_o))
+      out[targets] = np.nan_to_num(ratio, nan=0.0)
+  counted = counted_pairs(forgotten, folds=folds, seed=seed)
+  return scores_u[counted], scores_o[counted]
 
 
 def accuracy(scores_u: np.ndarray, scores_o: np.ndarray) -> float:

@@ -17,6 +17,7 @@ import re
 import shutil
 
 from mu_jax.errors import MuJaxError
+from mu_jax.evaluation import mia_note
 from mu_jax.experiments.results import TABLE_COLUMNS, markdown_table
 from mu_jax.files import atomic_write
 
@@ -155,9 +156,12 @@ def render_page(page: str, runs: list[dict]) -> str:
   if page in PAGE_NOTES:
     lines += [PAGE_NOTES[page], '']
   for run in runs:
+    columns = run.get('columns', TABLE_COLUMNS)
     lines += [f'## {heading(run)}', '', recipe_line(run), '',
-              markdown_table(run['rows'], run.get('columns', TABLE_COLUMNS)), '',
-              provenance_line(run), '']
+              markdown_table(run['rows'], columns), '']
+    if 'MIA' in columns:
+      lines += [mia_note(run['config']['eval']), '']
+    lines += [provenance_line(run), '']
   return '\n'.join(lines)
 
 

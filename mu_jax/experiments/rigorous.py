@@ -12,6 +12,10 @@ models against the N oracles:
   KLoM              per-example KL(unlearned ‖ oracle) of margin histograms on
                     D_f, D_r and the validation split: mean, p95, p99
   U-LiRA            the Gaussian likelihood-ratio attack's accuracy on D_f (50 ideal)
+                    and its TPR at 0.1% / 1% FPR; `rigorous.ulira_protocol`: 'shared'
+                    (the models above, differing only by seed) or 'hayes' (Hayes et
+                    al. 2024: model k forgets its own half F_k of D_f; K more retrains,
+                    2K with reference_oracles, and K more runs of every method)
   F, score          the NeurIPS 2023 challenge's forget quality and final score
   relearn           median fine-tuning steps on D_f until forget accuracy is back
                     at the original's (inf: not within the budget)
@@ -53,6 +57,7 @@ from mu_jax.tasks import CLASS_LABELS, requires
 from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 
 SCENARIOS = ('standard', 'worst_case', 'sequential', 'corrective')
+ULIRA_PROTOCOLS = ('shared', 'hayes')
 DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
 COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f p95',
            'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'U-LiRA TPR@0.1%',
@@ -66,6 +71,15 @@ class Splits(NamedTuple):
   val: Examples | None
   test: Examples
   attack: Examples | None = None   # corrective: the attack's split (accuracy = ASR)
+
+
+class Hayes(NamedTuple):
+  """The 'hayes' U-LiRA protocol of one request: model k forgets F_k, half of D_f."""
+  forgotten: np.ndarray   # [K, |D_f|] bool: row j of D_f is in F_k
+  keep: np.ndarray        # [K, n] bool: the training rows D \ F_k of model k
+  oracle: np.ndarray      # [K, |D_f|] margins on D_f of the models trained on D \ F_k
+  train: Examples         # D
+  forget_idx: np.ndarray  # D_f's rows in D
 
 
 class Population(NamedTuple):
@@ -88,10 +102,13 @@ def default_config() -> ml_collections.ConfigDict:
       reference_oracles=True,        # a second oracle ensemble: the metrics' noise floor
       shard_members=False,           # members over devices (needs num_models % devices == 0)
       train_size=0, eval_size=0,     # 0: all rows; else a seeded subset of train / val and test
-      mia_members=0,                 # SVC MIA on the first k members only (0: all)
+      mia_models=0,                  # SVC MIA on the first k models only (0: all)
       plots=True,
       klom_bins=klom.BINS, klom_eps=klom.EPS, ulira_folds=ulira.FOLDS, delta=challenge.DELTA,
       klom_direction=klom.DIRECTIONS[0],   # 'oracle_first': data-unlearning-bench run.py:142
+      # 'hayes': Hayes et al. 2024 (arXiv:2403.01218), shadows each with its own forget set;
+      # 'shared' reuses the ensembles above at no extra training.
+      ulira_protocol=ULIRA_PROTOCOLS[0],
       relearn=dict(fraction=1.0,     # Golatkar et al. 2020: relearn on all of D_f
                    max_steps=relearn.MAX_STEPS,
                    batch_size=0),    # 0: the training recipe's batch size
@@ -158,12 +175,15 @@ def load_data(config) -> Dataset:
                        test=_subset(data.test, rc.eval_size, config.seed + 2))
 
 
-def _ensemble(config, task, train: Examples, seeds, role: str, workdir: str, mesh):
+def _ensemble(config, task, train: Examples, seeds, role: str, workdir: str, mesh,
+              masks: np.ndarray | None = None):
   payload = dict(model_recipe(config), role=role, seeds=list(seeds), **train.arrays())
+  if masks is not None:
+    payload['masks'] = masks
   directory = os.path.join(workdir, 'models', f'ensemble-{role}-{checkpoint.config_key(payload)}')
   stacked, seconds = ensembles.train_or_load_ensemble(
       task, config.train, train, seeds=list(seeds), mesh=mesh, directory=directory,
-      shard_members=config.rigorous.shard_members)
+      masks=masks, shard_members=config.rigorous.shard_members)
   logging.info('%s ensemble of %d: %.1fs of training (%s)', role, len(seeds), seconds, directory)
   return stacked, seconds
 
@@ -185,11 +205,16 @@ def _mean(values) -> float:
 
 
 def score(config, name: str, pop: Population, oracle: Population, *,
-          relearn_steps: np.ndarray | None, seconds: float) -> tuple[dict, dict]:
-  """(table row, per-example details) of one population against the oracles."""
+          relearn_steps: np.ndarray | None, seconds: float,
+          hayes: tuple[np.ndarray, Hayes] | None = None) -> tuple[dict, dict]:
+  """(table row, per-example details) of one population against the oracles.
+
+  With `hayes` (the row's [K, |D_f|] margins of models that forgot F_k, and
+  the protocol's oracles), U-LiRA is `ulira.masked_ulira_scores` over them.
+  """
   rc, out, ref = config.rigorous, pop.outputs, oracle.outputs
   n = ensembles.num_members(pop.variables)
-  mia_members = range(min(n, rc.mia_members) if rc.mia_members else n)
+  mia_models = range(min(n, rc.mia_models) if rc.mia_models else n)
   fa, ra, ta = (_mean(out[s].accuracy()) for s in ('forget', 'retain', 'test'))
   ra_r, ta_r = _mean(ref['retain'].accuracy()), _mean(ref['test'].accuracy())
   kl = {s: klom.klom(out[s].margin, ref[s].margin, bins=rc.klom_bins, eps=rc.klom_eps,
@@ -197,8 +222,13 @@ def score(config, name: str, pop: Population, oracle: Population, *,
         for s in ('forget', 'retain', 'val') if s in out}
   kl_sum = {s: klom.summarize(v) for s, v in kl.items()}
   nan = klom.Summary(math.nan, math.nan, math.nan)
-  scores_u, scores_o = ulira.ulira_scores(out['forget'].margin, ref['forget'].margin,
-                                          folds=rc.ulira_folds, seed=config.seed)
+  if hayes is None:
+    scores_u, scores_o = ulira.ulira_scores(out['forget'].margin, ref['forget'].margin,
+                                            folds=rc.ulira_folds, seed=config.seed)
+  else:
+    scores_u, scores_o = ulira.masked_ulira_scores(hayes[0], hayes[1].oracle,
+                                                   hayes[1].forgotten, folds=rc.ulira_folds,
+                                                   seed=config.seed)
   ch = challenge.challenge_score(out['forget'].margin, ref['forget'].margin,
                                  retain_acc_unlearned=ra, retain_acc_retrained=ra_r,
                                  test_acc_unlearned=ta, test_acc_retrained=ta_r, delta=rc.delta)
@@ -208,7 +238,7 @@ def score(config, name: str, pop: Population, oracle: Population, *,
                                  out['forget'].confidence[m], seed=config.seed,
                                  max_per_side=config.eval.mia_max_per_side,
                                  members=config.eval.mia_members)
-                    for m in mia_members]),
+                    for m in mia_models]),
       'ent-MIA': _mean([entropy_mia(out['retain'].entropy[m], out['test'].entropy[m],
                                     out['forget'].entropy[m]) for m in range(n)]),
       'KLoM f mean': kl_sum['forget'].mean, 'KLoM f p95': kl_sum['forget'].p95,
@@ -259,20 +289,71 @@ def _context(config, task, forget: Examples, retain: Examples, mesh) -> Context:
   return Context(task, forget, retain, mesh, config.seed, cache_dir=None)
 
 
+def _forget_margins(config, task, stacked, request: Splits, mesh) -> np.ndarray:
+  return ensemble_outputs(task, stacked, request.forget, batch_size=config.eval.batch_size,
+                          mesh=mesh).margin
+
+
+def _hayes_retrained(config, workdir, task, train: Examples, keep: np.ndarray, seeds,
+                     role: str, request: Splits, mesh) -> np.ndarray:
+  """[K, |D_f|] margins on D_f of models k trained from scratch on the rows keep[k]
+  (D \\ F_k), cached like the other ensembles."""
+  stacked, _ = _ensemble(config, task, train, seeds, role, workdir, mesh, masks=keep)
+  return _forget_margins(config, task, stacked, request, mesh)
+
+
+def _hayes(config, workdir, task, train: Examples, forget_idx: np.ndarray, request: Splits,
+           seeds, mesh) -> Hayes:
+  """Draws F_k (round(|D_f|/2) rows of D_f, seeded by config.seed and k: each row is
+  forgotten by about half the models, and equal sizes keep the ensemble vmapped)
+  and trains the K models on D \\ F_k."""
+  rc = config.rigorous
+  forgotten = ensembles.subset_masks(len(forget_idx), len(seeds), 0.5, config.seed)
+  if not ulira.counted_pairs(forgotten, folds=rc.ulira_folds, seed=config.seed).any():
+    raise MuJaxError(f"rigorous.ulira_protocol='hayes' with {len(forget_idx)} forget rows and "
+                     f'num_models={rc.num_models} leaves no example forgotten by '
+                     f'{ulira.MIN_SHADOWS} shadow models of a fold; raise num_models.')
+  keep = np.ones((len(seeds), len(train)), bool)
+  for k, rows in enumerate(forgotten):
+    keep[k, forget_idx[rows]] = False
+  oracle = _hayes_retrained(config, workdir, task, train, keep, seeds, 'hayes-oracle', request,
+                            mesh)
+  return Hayes(forgotten, keep, oracle, train, forget_idx)
+
+
+def _hayes_unlearned(config, method, name: str, start: Population, request: Splits,
+                     hayes: Hayes, seeds, mesh) -> np.ndarray:
+  """[K, |D_f|] margins on D_f of `method` run on original k with forget set F_k and
+  retain set D \\ F_k, one member (and Context) at a time."""
+  margins = []
+  for k, seed in enumerate(seeds):
+    ctx = _context(config, start.task, hayes.train.take(hayes.forget_idx[hayes.forgotten[k]]),
+                   hayes.train.take(np.flatnonzero(hayes.keep[k])), mesh)
+    one = ensembles.stack([ensembles.member(start.variables, k)])
+    out = ensembles.run_method_ensemble(method, one, ctx, seeds=[seed], name=name)
+    margins.append(_forget_margins(config, out.task, out.variables, request, mesh))
+  return np.concatenate(margins)
+
+
 def _unlearn_all(config, ctx: Context, start: Population, request: Splits, oracle: Population,
-                 relearner: _Relearner, mesh, seeds, oracle_seconds: float) -> tuple[list, dict]:
+                 relearner: _Relearner, mesh, seeds, oracle_seconds: float,
+                 hayes: Hayes | None = None) -> tuple[list, dict]:
   rows, details = [], {}
   for name in config_lib.method_names(config):
     method = create_method(name, **config_lib.method_hparams(config, name))
     try:
       out = ensembles.run_method_ensemble(method, start.variables, ctx, seeds=seeds, name=name)
+      sides = None
+      if hayes is not None:
+        sides = _hayes_unlearned(config, method, name, start, request, hayes, seeds, mesh), hayes
     except NonFiniteError as e:
       logging.warning('%s', e)
       rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
       continue
     pop = Population(out.variables, out.task,
                      outputs(config, out.task, out.variables, request, mesh))
-    row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop), seconds=out.seconds)
+    row, det = score(config, name, pop, oracle, relearn_steps=relearner(pop), seconds=out.seconds,
+                     hayes=sides)
     row.update({'speed-up': oracle_seconds / out.seconds, 'vmapped': out.vmapped,
                 'steps': out.steps, **{k: _mean(v) for k, v in out.info.items()}})
     logging.info('%s: %s', name, {k: round(v, 3) for k, v in row.items()
@@ -295,6 +376,8 @@ def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget
               attack=None, clean_rows=None):
   """Originals, oracles (and reference / clean oracles), every method: rows and details."""
   request = _request(data, train, forget_idx, attack)
+  hayes = (_hayes(config, workdir, task, train, forget_idx, request, seeds, mesh)
+           if config.rigorous.ulira_protocol == 'hayes' else None)
   originals, _ = _ensemble(config, task, train, seeds, 'original', workdir, mesh)
   oracles, oracle_seconds = _ensemble(config, task, request.retain, seeds, 'oracle', workdir,
                                       mesh)
@@ -302,10 +385,13 @@ def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget
   oracle = Population(oracles, task, outputs(config, task, oracles, request, mesh))
   relearner = _Relearner(config, request, orig, mesh)
   rows, details = [], {}
-  row, details['original'] = score(config, 'original', orig, oracle,
-                                   relearn_steps=relearner(orig), seconds=math.nan)
+  row, details['original'] = score(
+      config, 'original', orig, oracle, relearn_steps=relearner(orig), seconds=math.nan,
+      hayes=None if hayes is None else (orig.outputs['forget'].margin, hayes))
   rows.append(row)
   details['oracle'] = {'margins': oracle.outputs['forget'].margin}
+  if hayes is not None:
+    details['oracle']['ulira_forgotten'] = hayes.forgotten
   references = []
   if config.rigorous.reference_oracles:
     references.append(('retrain', 'reference-oracle', request.retain))
@@ -314,12 +400,17 @@ def _standard(config, workdir, data, task, mesh, seeds, ref_seeds, train, forget
   for name, role, split in references:
     stacked, seconds = _ensemble(config, task, split, ref_seeds, role, workdir, mesh)
     pop = Population(stacked, task, outputs(config, task, stacked, request, mesh))
+    sides = None
+    if hayes is not None:   # the noise floor retrains on D \ F_k; the clean oracle is as is
+      sides = (_hayes_retrained(config, workdir, task, train, hayes.keep, ref_seeds,
+                                'hayes-reference-oracle', request, mesh)
+               if role == 'reference-oracle' else pop.outputs['forget'].margin, hayes)
     row, details[name] = score(config, name, pop, oracle, relearn_steps=relearner(pop),
-                               seconds=seconds)
+                               seconds=seconds, hayes=sides)
     rows.append(dict(row, **{'speed-up': oracle_seconds / seconds}))
   ctx = _context(config, task, request.forget, request.retain, mesh)
   method_rows, method_details = _unlearn_all(config, ctx, orig, request, oracle, relearner,
-                                             mesh, seeds, oracle_seconds)
+                                             mesh, seeds, oracle_seconds, hayes)
   return rows + method_rows, {**details, **method_details}, oracle_seconds
 
 
@@ -403,6 +494,9 @@ def run_rigorous(config, workdir: str) -> dict:
     raise MuJaxError('Rigorous evaluation trains its N originals from the recipe, so it cannot '
                      f'use the model at model.checkpoint={config.model.checkpoint!r}; unset it, '
                      'or unlearn that model with mu-jax benchmark or unlearn.')
+  if rc.ulira_protocol == 'hayes' and rc.scenario == 'sequential':
+    raise MuJaxError("rigorous.ulira_protocol='hayes' is not offered with scenario='sequential'; "
+                     "use 'shared' there.")
   if rc.num_models < 4:
     raise MuJaxError(f'Rigorous evaluation needs at least 4 models per side (U-LiRA folds, the '
                      f'challenge score); got num_models={rc.num_models}.')

@@ -64,7 +64,7 @@ RULES = (
     Rule(r'(^|\.)(scrub|overrides)\.max_steps$', _whole(0),
          'a whole number >= 0 (the epochs with a SCRUB max-step)'),
     Rule(r'(^|[._])warmup_epochs$', _whole(0), 'a whole number >= 0 (0: no warm-up)'),
-    Rule(r'^(eval\.mia_max_per_side|rigorous\.(train_size|eval_size|mia_members))$',
+    Rule(r'^(eval\.mia_max_per_side|rigorous\.(train_size|eval_size|mia_models))$',
          _whole(0), 'a whole number >= 0 (0: all rows)'),
     Rule(r'^data\.(val|test)_fraction$',
          _between(0, 1, low_open=False, high_open=True), 'a number in [0, 1)'),
@@ -92,6 +92,7 @@ RULES = (
     Rule(r'^train\.schedule$', _one_of(optim.SCHEDULES), ', '.join(optim.SCHEDULES)),
     Rule(r'^eval\.mia_members$', _one_of(mia.MEMBERS), ', '.join(mia.MEMBERS)),
     Rule(r'^rigorous\.klom_direction$', _one_of(klom.DIRECTIONS), ', '.join(klom.DIRECTIONS)),
+    Rule(r'^rigorous\.ulira_protocol$', _one_of(('shared', 'hayes')), 'shared, hayes'),
 )
 
 
