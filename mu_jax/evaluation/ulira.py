@@ -36,6 +36,8 @@ MIN_SHADOWS = 2     # models per example and side a masked fit needs: 'shared' f
 # The false-positive rates whose TPR the rigorous table reports: 0.1% as LiRA's
 # official plot.py (`tpr[np.where(fpr < .001)[0][-1]]`), and 1% beside it.
 LOW_FPRS = (0.001, 0.01)
+# Shadow models: 'shared' (one D and D_f for all, seeds differ) or 'hayes' (per-model forget sets).
+PROTOCOLS = ('shared', 'hayes')
 
 
 def _log_density(x, mean, std):

@@ -57,7 +57,6 @@ from mu_jax.tasks import CLASS_LABELS, requires
 from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 
 SCENARIOS = ('standard', 'worst_case', 'sequential', 'corrective')
-ULIRA_PROTOCOLS = ('shared', 'hayes')
 DMM_FAMILY = ('dmm', 'dm_direct', 'oracle_matching')   # train ensembles inside prepare
 COLUMNS = ('method', 'UA', 'RA', 'TA', 'MIA', 'ent-MIA', 'KLoM f mean', 'KLoM f p95',
            'KLoM f p99', 'KLoM r p95', 'KLoM v p95', 'U-LiRA', 'U-LiRA TPR@0.1%',
@@ -108,7 +107,7 @@ def default_config() -> ml_collections.ConfigDict:
       klom_direction=klom.DIRECTIONS[0],   # 'oracle_first': data-unlearning-bench run.py:142
       # 'hayes': Hayes et al. 2024 (arXiv:2403.01218), shadows each with its own forget set;
       # 'shared' reuses the ensembles above at no extra training.
-      ulira_protocol=ULIRA_PROTOCOLS[0],
+      ulira_protocol=ulira.PROTOCOLS[0],
       relearn=dict(fraction=1.0,     # Golatkar et al. 2020: relearn on all of D_f
                    max_steps=relearn.MAX_STEPS,
                    batch_size=0),    # 0: the training recipe's batch size

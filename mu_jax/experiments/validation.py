@@ -23,7 +23,7 @@ from mu_jax import optim
 from mu_jax.data import sources
 from mu_jax.data.forget import check_spec
 from mu_jax.errors import MuJaxError
-from mu_jax.evaluation import klom, mia
+from mu_jax.evaluation import klom, mia, ulira
 from mu_jax.experiments import config_lib
 from mu_jax.methods import METHODS, create_method, method_defaults
 from mu_jax.models import MODELS, external
@@ -92,7 +92,7 @@ RULES = (
     Rule(r'^train\.schedule$', _one_of(optim.SCHEDULES), ', '.join(optim.SCHEDULES)),
     Rule(r'^eval\.mia_members$', _one_of(mia.MEMBERS), ', '.join(mia.MEMBERS)),
     Rule(r'^rigorous\.klom_direction$', _one_of(klom.DIRECTIONS), ', '.join(klom.DIRECTIONS)),
-    Rule(r'^rigorous\.ulira_protocol$', _one_of(('shared', 'hayes')), 'shared, hayes'),
+    Rule(r'^rigorous\.ulira_protocol$', _one_of(ulira.PROTOCOLS), ', '.join(ulira.PROTOCOLS)),
 )
 
 
