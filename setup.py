@@ -42,6 +42,10 @@ setup(
             'nbformat>=5.10',
             'ipykernel>=6.29',
         ],
+        # benchmarks/compare_official.py: the official PyTorch code beside mu_jax
+        'compare': [
+            'torch>=2.13',               # the CPU build the comparison was run with
+        ],
     },
     entry_points={'console_scripts': ['mu-jax=mu_jax.commands:main']},
 )

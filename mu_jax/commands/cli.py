@@ -23,7 +23,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mu_jax import checkpoint, files, sharding
+from mu_jax import checkpoint, compilation, files, sharding
 from mu_jax.errors import MuJaxError
 from mu_jax.experiments import config_lib, validation
 
@@ -46,6 +46,11 @@ DISCARD_DAMAGED = flags.DEFINE_bool(
     'discard_damaged', False, 'Delete a cached model or statistics checkpoint that cannot be '
     'read (garbled or truncated files) and make it again; without it such a checkpoint '
     'is refused, never loaded.')
+
+COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None, 'Folder of the persistent XLA compilation cache, so a later '
+    'command compiles nothing an earlier one did; default <workdir>/xla_cache (or '
+    '$JAX_COMPILATION_CACHE_DIR); "none" turns it off.')
 
 
 def default_workdir(config_argument: str) -> str:
@@ -158,6 +163,8 @@ def run(main: Callable[[], None], *, needs_config: bool = True) -> None:
         start_distributed()
       if needs_config and sharding.is_primary():
         files.check_workdir(workdir())
+      if needs_config and COMPILATION_CACHE.value != 'none':
+        compilation.enable(COMPILATION_CACHE.value or os.path.join(workdir(), 'xla_cache'))
       with checkpoint.discarding_damaged(DISCARD_DAMAGED.value):
         main()
     except MuJaxError as e:

@@ -58,7 +58,7 @@ def get_config(arg=None):
   # (the reference default fits ~10^5 models), on 2 members trained for 3
   # epochs with the original's optimizer, features projected to 128 dims
   # (reference 2,048): per-example gradients of this CNN run at ~500 rows/s
-  # on this 2-core CPU (perf/perf.py, section fisher) and the projection
+  # on this 2-core CPU (benchmarks/perf.py, section fisher) and the projection
   # costs 2·k FLOPs per parameter and row.
   ensemble = dict(num_models=2, ensemble_optimizer='adam', ensemble_learning_rate=1e-3,
                   ensemble_batch_size=128, ensemble_epochs=3)

@@ -129,7 +129,7 @@ def importance(kind: str, task, variables: dict, ctx, source: str | dict[str, np
   depend on the order; 'per_example' does not). 'per_example' vmaps over as
   many rows as `memory_budget` allows, or with `rowwise` takes one row at a
   time (None: where `vmap_is_slow`; a CNN on a 2-core CPU runs 2.3x faster
-  so, perf/perf.py section fisher).
+  so, benchmarks/perf.py section fisher).
   """
   if kind not in ESTIMATORS:
     raise MuJaxError(f'Unknown importance estimator {kind!r}; valid: {", ".join(ESTIMATORS)}.')

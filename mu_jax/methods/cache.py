@@ -21,14 +21,29 @@ import numpy as np
 from mu_jax import checkpoint, sharding
 
 
+# Rows converted to float64 at a time by `canonical_order`: a whole 55k-image
+# set at once spent ~0.4 s allocating; per block the keys (per-row values, the
+# same bits) take ~35 ms.
+KEY_ROWS = 512
+
+
 def canonical_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
   """A permutation sorting rows by content: per array (the first name in sorted
-  order most significant), a random projection of each row, then its sum."""
+  order most significant), a random projection of each row, then its sum
+  (float64)."""
   keys = []
   for name in sorted(arrays, reverse=True):
-    flat = arrays[name].reshape(len(arrays[name]), -1).astype(np.float64)
+    flat = arrays[name].reshape(len(arrays[name]), -1)
+    if flat.shape[1] == 1:
+      keys.append(flat[:, 0].astype(np.float64))
+      continue
     probe = np.random.default_rng(0).normal(size=flat.shape[1])
-    keys += [flat.sum(1), flat @ probe] if flat.shape[1] > 1 else [flat[:, 0]]
+    sums, projections = np.empty(len(flat)), np.empty(len(flat))
+    for start in range(0, len(flat), KEY_ROWS):
+      block = flat[start:start + KEY_ROWS].astype(np.float64)
+      sums[start:start + KEY_ROWS] = block.sum(1)
+      projections[start:start + KEY_ROWS] = block @ probe
+    keys += [sums, projections]
   return np.lexsort(keys)   # the last key is the most significant
 
 
@@ -47,9 +62,9 @@ def fingerprint(ctx, *parts, variables=None, rows=None) -> str:
   digest = hashlib.sha1(repr(parts).encode())
   for arrays in (canonical_union(ctx), rows or {}):
     for name in sorted(arrays):
-      digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+      digest.update(np.ascontiguousarray(arrays[name]).data)   # the bytes, not a copy
   for leaf in jax.tree.leaves(sharding.to_host(variables) if variables is not None else {}):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
+    digest.update(np.ascontiguousarray(leaf).data)
   return digest.hexdigest()[:16]
 
 

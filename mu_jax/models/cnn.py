@@ -8,7 +8,7 @@ with adding a per-channel constant and with the monotone ReLU (rounding of
 a + b is monotone in a), so the values are bit-identical, while the bias add,
 ReLU and their gradients run on a quarter of the elements. Together with the
 slice-based pool below this trains several times faster on a CPU than the
-straightforward Flax version (`ReferenceCNN`; perf/perf.py measures
+straightforward Flax version (`ReferenceCNN`; benchmarks/perf.py measures
 both), and tests/test_scale_lowering.py checks that outputs, gradients and
 training steps agree.
 """
@@ -82,7 +82,7 @@ class ReferenceCNN(nn.Module):
   """`CNN` written the straightforward Flax way: nn.Conv, nn.relu, nn.max_pool.
 
   The same parameters and function, with the slow lowering; tests and
-  perf/perf.py compare `CNN` against it.
+  benchmarks/perf.py compare `CNN` against it.
   """
 
   @nn.compact

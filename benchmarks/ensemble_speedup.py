@@ -19,7 +19,7 @@ so vmap saves the per-model compilation, setup and per-step dispatch, not
 arithmetic.
 Run:
 
-  python perf/ensemble_speedup.py --models=32
+  python benchmarks/ensemble_speedup.py --models=32
 """
 import json
 import os

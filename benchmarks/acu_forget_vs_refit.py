@@ -5,7 +5,7 @@ them, project through the same random buffer, and run float64, jitted,
 compiled before timing, with block_until_ready; each time is the fastest of
 --repeats runs, as other load on the machine only ever adds time. Run:
 
-  python perf/acu_forget_vs_refit.py --widths=1024,2048,4096,8192
+  python benchmarks/acu_forget_vs_refit.py --widths=1024,2048,4096,8192
 """
 import time
 

@@ -1,7 +1,7 @@
 r"""Speed and scale of mu_jax, measured side by side in one run on one machine.
 
-  python perf/perf.py                                   # every section
-  python perf/perf.py --sections=peak,flops,jit,fisher  # a quick subset
+  python benchmarks/perf.py                                   # every section
+  python benchmarks/perf.py --sections=peak,flops,jit,fisher  # a quick subset
 
 Sections (numbered as in issue 4):
   peak     the machine's float32 matmul peak (the best of 2048^2 and 4096^2 matmuls)

@@ -10,7 +10,7 @@ estimate. Original and oracle come from `prepare_setting` (trained and cached
 in --workdir if missing, ~8 min on a 2-core CPU). Prints a Markdown table and
 writes it as JSON to <workdir>/results/<forget request>/ssd_cost.json. Run:
 
-  python perf/ssd_cost.py --workdir=runs/fashion_mnist_cnn --forget=random:0.1
+  python benchmarks/ssd_cost.py --workdir=runs/fashion_mnist_cnn --forget=random:0.1
 """
 import json
 import os
