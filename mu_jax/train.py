@@ -54,12 +54,16 @@ def optimizer_from_config(train_cfg, steps_per_epoch: int) -> optax.GradientTran
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    gradient_restriction: float = 0.0):
+                    gradient_restriction: float = 0.0, microbatch: int = 0, data_size: int = 1):
   """One pure SGD-family step of the task's mean loss on a weighted batch.
 
   With `gradient_restriction` α > 0 the objective is IAU's GR loss
   ℓ + α·Σ_tensors ‖∇_θ ℓ‖₂, differentiated through (double backprop), which
   trains an "IAU-ready" model; the returned stats are those of ℓ alone.
+  With `microbatch` m > 0 the batch's gradient is accumulated over parts of m
+  rows (`microbatches`): the same step up to float rounding, for models
+  without batch statistics, faster where a whole batch's activations overflow
+  the CPU's caches.
   """
 
   def loss_fn(params, model_state, batch):
@@ -71,11 +75,29 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch)
     return loss + gradient_restriction * gradient_norm_sum(grads), aux
 
+  def summed_loss(params, model_state, part):
+    outputs, _ = task.apply(merge_variables(params, model_state), part, True)
+    return jnp.sum(task.losses(outputs, part) * part['w'])
+
+  def accumulated(params, model_state, batch):
+    """(mean loss, gradient of it) summed over micro-batches; no model state."""
+    total, grads = 0.0, None
+    for part in microbatches(batch, microbatch, data_size):
+      value, g = jax.value_and_grad(summed_loss)(params, model_state, part)
+      total = total + value
+      grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+    count = jnp.maximum(jnp.sum(batch['w']), 1.0)
+    return total / count, jax.tree.map(lambda g: g / count, grads)
+
   objective = restricted_loss_fn if gradient_restriction else loss_fn
 
   def step(state: TrainState, batch):
-    (_, (loss, new_model_state)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params, state.model_state, batch)
+    if microbatch:
+      loss, grads = accumulated(state.params, state.model_state, batch)
+      new_model_state = state.model_state
+    else:
+      (_, (loss, new_model_state)), grads = jax.value_and_grad(
+          objective, has_aux=True)(state.params, state.model_state, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = new_model_state or state.model_state
@@ -84,6 +106,34 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     return new_state, {'loss_sum': loss * count, 'count': count}
 
   return step
+
+
+def microbatches(batch: dict, rows: int, data_size: int = 1) -> list[dict]:
+  """`batch` cut into parts of `rows` rows, each spread evenly over the `data_size`
+  devices of the 'data' axis (every device holds its own rows of every part)."""
+  n = len(batch['w'])
+  parts = n // rows
+
+  def part(a, k):
+    a = a.reshape(data_size, parts, n // (data_size * parts), *a.shape[1:])
+    return a[:, k].reshape(rows, *a.shape[3:])
+
+  return [jax.tree.map(lambda a: part(a, k), batch) for k in range(parts)]
+
+
+def check_microbatch(train_cfg, model_state, mesh) -> int:
+  """`train_cfg.microbatch` (0: whole batches), refused where it would change the step."""
+  rows = train_cfg.get('microbatch', 0)
+  if not rows:
+    return 0
+  size, data = train_cfg.batch_size, sharding.data_size(mesh)
+  if size % rows or rows % data:
+    raise MuJaxError(f'train.microbatch={rows} must divide train.batch_size={size} and be a '
+                     f"multiple of the mesh's data axis ({data}); change it or set 0.")
+  if jax.tree.leaves(model_state) or train_cfg.get('gradient_restriction', 0.0):
+    raise MuJaxError('train.microbatch would split the batch statistics of a model with '
+                     'BatchNorm state or of the gradient restriction; set it to 0.')
+  return rows
 
 
 def _summing_stats(step: Callable) -> Callable:
@@ -123,9 +173,10 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
   seed_ = sharding.replicate(np.uint32(seed), mesh)
   state_shardings = sharding.state_sharding(jax.eval_shape(init, seed_), mesh)
   state = jax.jit(init, out_shardings=state_shardings)(seed_)
+  microbatch = check_microbatch(train_cfg, state.model_state, mesh)
   step = jax.jit(
-      _summing_stats(make_train_step(task, tx,
-                                     train_cfg.get('gradient_restriction', 0.0))),
+      _summing_stats(make_train_step(task, tx, train_cfg.get('gradient_restriction', 0.0),
+                                     microbatch, sharding.data_size(mesh))),
       in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=(state_shardings, sharding.replicated(mesh), sharding.replicated(mesh)),
       donate_argnums=(0, 1))

@@ -72,14 +72,18 @@ class BenchmarkTest(parameterized.TestCase):
     self.assertEqual(prov['packages']['jax'], jax.__version__)
     self.assertEqual(prov['machine']['cores'], os.cpu_count())
 
-  def test_second_run_reuses_cached_models(self):
+  def test_second_run_reuses_cached_models_and_executables(self):
     self.assertEqual(self.first.returncode, 0)
     self.assertIn('original epoch', self.first.stderr)
+    compiled = set(os.listdir(os.path.join(self.workdir, 'xla_cache')))
+    self.assertNotEmpty(compiled)
     second = run('benchmark', '--config=configs/digits_mlp.py:smoke=True',
                   f'--workdir={self.workdir}', '--config.methods=ft')
     self.assertEqual(second.returncode, 0, second.stderr[-2000:])
     self.assertNotIn('original epoch', second.stderr)
     self.assertNotIn('oracle epoch', second.stderr)
+    # Everything the second run (ft only) runs, the first compiled: nothing new.
+    self.assertEqual(set(os.listdir(os.path.join(self.workdir, 'xla_cache'))), compiled)
     # A rerun gets a folder of its own; the first run's files are untouched.
     newest = os.path.realpath(os.path.join(self.request, 'latest'))
     self.assertNotEqual(newest, self.results)

@@ -49,6 +49,57 @@ class ShardedStepTest(absltest.TestCase):
     assert_trees_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
+class MicrobatchTest(absltest.TestCase):
+  """Gradients accumulated over micro-batches: the whole batch's step, on any mesh."""
+
+  def setUp(self):
+    super().setUp()
+    self.data = helpers.blobs(64)
+    self.task = helpers.classifier(create_model('mlp', 3, hidden=(16,)), self.data)
+    self.tx = optimizer_from_config(recipe(), 2)
+    batch = next(epoch_batches({'x': self.data['x'], 'y': self.data['y']}, 64))
+    batch['w'][-5:] = 0.0   # padded rows weigh nothing, as in a last partial batch
+    self.batch = batch
+
+  def _steps(self, microbatch: int, spec: str = 'data:1'):
+    mesh = sharding.make_mesh(spec)
+    step = jax.jit(make_train_step(self.task, self.tx, 0.0, microbatch,
+                                   sharding.data_size(mesh)))
+    state = sharding.replicate(init_state(self.task, self.tx, 0), mesh)
+    for _ in range(3):
+      state, stats = step(state, sharding.shard_batch(self.batch, mesh))
+    return sharding.to_host((state.params, stats))
+
+  def test_equals_the_whole_batch_step_on_one_and_eight_devices(self):
+    whole = self._steps(0)
+    for microbatch, spec in ((16, 'data:1'), (32, 'data:1'), (16, 'data:8'), (8, 'data:8')):
+      assert_trees_close(self._steps(microbatch, spec), whole, rtol=1e-5, atol=1e-6)
+
+  def test_parts_spread_over_the_data_axis(self):
+    from mu_jax.train import microbatches
+    rows = np.arange(16)
+    parts = [p['w'] for p in microbatches({'w': rows}, 8, data_size=2)]
+    # device 0 holds rows 0-7, device 1 rows 8-15: each part takes half of each
+    np.testing.assert_array_equal(parts, [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]])
+
+  def test_refused_where_it_would_change_the_step(self):
+    mesh = sharding.make_mesh('data:2')
+    with self.assertRaisesRegex(MuJaxError, 'must divide train.batch_size=32'):
+      train_model(self.task, recipe(microbatch=12), self.data, seed=0, mesh=mesh)
+    with self.assertRaisesRegex(MuJaxError, "multiple of the mesh's data axis"):
+      train_model(self.task, recipe(microbatch=1), self.data, seed=0, mesh=mesh)
+    with self.assertRaisesRegex(MuJaxError, 'gradient restriction'):
+      train_model(self.task, recipe(microbatch=16, gradient_restriction=0.005), self.data,
+                  seed=0, mesh=mesh)
+    rng = np.random.default_rng(0)
+    images = Examples(x=rng.normal(size=(8, 8, 8, 3)).astype(np.float32),
+                      y=np.arange(8, dtype=np.int32) % 3)
+    with self.assertRaisesRegex(MuJaxError, 'BatchNorm'):
+      train_model(helpers.classifier(create_model('resnet18', 3), images),
+                  recipe(microbatch=4, batch_size=8), images, seed=0,
+                  mesh=sharding.make_mesh('data:1'))
+
+
 class TrainModelTest(absltest.TestCase):
 
   def setUp(self):

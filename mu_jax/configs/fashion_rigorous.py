@@ -31,6 +31,7 @@ def get_config(arg=None):
   with c.unlocked():
     c.model.name = 'mlp'
     c.model.kwargs.hidden = (256, 256)
+    c.train.microbatch = 0   # the CNN's CPU setting; ensembles train whole batches
     if not c.smoke:
       c.rigorous.train_size = 6000
       c.rigorous.eval_size = 2000

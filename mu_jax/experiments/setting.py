@@ -60,8 +60,10 @@ def model_recipe(config) -> dict:
   are one cached model.
   """
   model = {k: v for k, v in config.model.to_dict().items() if k != 'checkpoint'}
-  return {'data': config.data.to_dict(), 'model': model, 'train': config.train.to_dict(),
-          'seed': config.seed}
+  train = config.train.to_dict()
+  if not train.get('microbatch'):   # whole batches: the key of every model cached before it
+    train.pop('microbatch', None)
+  return {'data': config.data.to_dict(), 'model': model, 'train': train, 'seed': config.seed}
 
 
 def build_task(config, data: Dataset) -> Task:

@@ -69,6 +69,7 @@ RULES = (
     Rule(r'^data\.(val|test)_fraction$',
          _between(0, 1, low_open=False, high_open=True), 'a number in [0, 1)'),
     Rule(r'^seed$', _whole(0), 'a whole number >= 0'),
+    Rule(r'^train\.microbatch$', _whole(0), 'a whole number >= 0 (0: whole batches)'),
     Rule(r'^rigorous\.num_models$', _whole(4), 'a whole number, at least 4 models per side '
          '(for the U-LiRA folds and the challenge score)'),
     # Counts: epochs, steps, batch sizes, ensemble and projection sizes.
