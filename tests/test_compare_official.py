@@ -33,7 +33,7 @@ from mu_jax.methods.base import Context  # noqa: E402
 from mu_jax.models import create_model  # noqa: E402
 from mu_jax.tasks import create_task  # noqa: E402
 
-RUN = os.path.join(ROOT, 'docs', 'runs', 'perf', 'compare_official.json')
+RUN = os.path.join(ROOT, 'docs', 'benchmarks', 'compare_official.json')
 PAGE = os.path.join(ROOT, 'docs', 'performance.md')
 
 
