@@ -58,6 +58,24 @@ class CacheTest(absltest.TestCase):
     self.assertNotEqual(first, cache.fingerprint(_context(np.array([0, 1, 2]), x2, y),
                                                  'ssd', 64))
 
+  def test_fingerprint_changes_with_the_statistics_version(self):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.integers(0, 3, 12)
+    ctx = _context(np.array([0, 1, 2]), x, y)
+    now = cache.fingerprint(ctx, 'ssd', 64)
+    with mock.patch.object(cache, 'VERSION', cache.VERSION - 1):
+      self.assertNotEqual(cache.fingerprint(ctx, 'ssd', 64), now)
+
+  def test_canonical_order_of_many_rows_is_the_whole_arrays_sort(self):
+    # keys are computed per block of KEY_ROWS rows: the same bits as on the whole
+    rng = np.random.default_rng(3)
+    n = 3 * cache.KEY_ROWS + 17
+    x, y = rng.normal(size=(n, 3, 2)).astype(np.float32), rng.integers(0, 4, n)
+    flat = x.reshape(n, -1).astype(np.float64)
+    probe = np.random.default_rng(0).normal(size=flat.shape[1])
+    expected = np.lexsort([y.astype(np.float64), flat.sum(1), flat @ probe])
+    np.testing.assert_array_equal(cache.canonical_order({'x': x, 'y': y}), expected)
+
   def test_canonical_union_is_the_same_for_every_request(self):
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(12, 4)).astype(np.float32), rng.integers(0, 3, 12)

@@ -55,11 +55,17 @@ def canonical_union(ctx) -> dict[str, np.ndarray]:
   return {k: v[order] for k, v in union.items()}
 
 
+# Part of every key: raised whenever the code computes a cached statistic's bits
+# differently, so an entry of older code is never read as a cold run's result
+# (2: the CNN's kernel gradient as tap products).
+VERSION = 2
+
+
 def fingerprint(ctx, *parts, variables=None, rows=None) -> str:
   """16 hex digits of `parts`, D (in any row order), if given the model's variables,
   and if given the host arrays `rows` in their row order (for a statistic whose
   pass order depends on the request)."""
-  digest = hashlib.sha1(repr(parts).encode())
+  digest = hashlib.sha1(repr((VERSION, *parts)).encode())
   for arrays in (canonical_union(ctx), rows or {}):
     for name in sorted(arrays):
       digest.update(np.ascontiguousarray(arrays[name]).data)   # the bytes, not a copy
