@@ -48,9 +48,12 @@ def _env() -> dict:
 
 
 def snapshot(directory: str) -> dict[str, bytes]:
-  """Every file's bytes (a link's target) under `directory`, by relative path."""
+  """Every file's bytes (a link's target) under `directory`, by relative path; the
+  compilation cache `xla_cache/` aside (a failed command may add executables to it)."""
   out = {}
   for root, dirs, names in os.walk(directory):
+    if root == directory and 'xla_cache' in dirs:
+      dirs.remove('xla_cache')
     for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
       path = os.path.join(root, name)
       rel = os.path.relpath(path, directory)
@@ -264,13 +267,14 @@ class WorkdirTest(absltest.TestCase):
 def interrupted(request: str, signum: int) -> subprocess.CompletedProcess:
   """A command that receives `signum` while its run folder is being written."""
   script = textwrap.dedent(f'''
-      import os, sys, ml_collections
+      import os, sys, time, ml_collections
       from mu_jax.commands import cli
       from mu_jax.experiments import runs
       def main():
         with runs.new_run({request!r}, ml_collections.ConfigDict({{'seed': 0}})) as run:
           open(os.path.join(run.path, 'results.md'), 'w').close()
           os.kill(os.getpid(), {int(signum)})
+          time.sleep(30)   # the handler runs here at the latest (another thread may take it)
           raise AssertionError('the signal did not stop the command')
       sys.argv = ['mu-jax report']
       cli.run(main, needs_config=False)
