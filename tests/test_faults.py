@@ -267,7 +267,11 @@ class WorkdirTest(absltest.TestCase):
 def interrupted(request: str, signum: int) -> subprocess.CompletedProcess:
   """A command that receives `signum` while its run folder is being written."""
   script = textwrap.dedent(f'''
-      import os, sys, time, ml_collections
+      import os, signal, sys, time, ml_collections
+      # As a command started from a terminal: a runner started in the background
+      # (bash's `&`) passes SIGINT down ignored, and Python then keeps it so.
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT, signal.SIGTERM}})
       from mu_jax.commands import cli
       from mu_jax.experiments import runs
       def main():
