@@ -41,7 +41,6 @@ Writes the run as JSON (--out) and the Markdown page made from it (--page).
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import time
 
 import numpy as np
 from absl import app, flags
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -169,31 +169,13 @@ def jax_setting(data: dict):
   ctx = Context(cnn_task(), Examples(x=data['f_x'], y=data['f_y']),
                 Examples(x=data['r_x'], y=data['r_y']), sharding.make_mesh('data:1'), 0)
   params = {k[len('p:'):]: v for k, v in data.items() if k.startswith('p:')}
-  return ctx, sharding.replicate({'params': unflatten(params)}, ctx.mesh)
+  return ctx, sharding.replicate({'params': unflatten_dict(params, sep='/')}, ctx.mesh)
 
 
 def cnn_task():
   from mu_jax.models import create_model
   from mu_jax.tasks import create_task
   return create_task('classification', create_model('cnn', 10), (28, 28, 1), 10)
-
-
-def flatten(tree, prefix='') -> dict:
-  out = {}
-  for k, v in tree.items():
-    out.update(flatten(v, f'{prefix}{k}/') if isinstance(v, dict) else {prefix + k: np.asarray(v)})
-  return out
-
-
-def unflatten(flat: dict) -> dict:
-  tree: dict = {}
-  for path, v in flat.items():
-    *parents, leaf = path.split('/')
-    node = tree
-    for k in parents:
-      node = node.setdefault(k, {})
-    node[leaf] = v
-  return tree
 
 
 def serve_jax(conn, data_path: str, compile_cache: str) -> None:
@@ -244,12 +226,13 @@ def prepare(directory: str) -> tuple[str, dict]:
                         mesh=sharding.make_mesh('data:1'), name='original')
   params = jax.device_get(trained.variables['params'])
   ctx = jax_setting({'f_x': x[forget], 'f_y': y[forget], 'r_x': x[~forget],
-                     'r_y': y[~forget], **{f'p:{k}': v for k, v in flatten(params).items()}})[0]
+                     'r_y': y[~forget],
+                     **{f'p:{k}': v for k, v in flatten_dict(params, sep='/').items()}})[0]
   d_pass, f_pass = passes(ctx, 'reference', None)
   assert d_pass.batch_size == f_pass.batch_size == SSD_BATCH and not d_pass.shuffle
   arrays = {'d_x': d_pass.rows['x'], 'd_y': d_pass.rows['y'], 'f_x': x[forget], 'f_y': y[forget],
             'r_x': x[~forget], 'r_y': y[~forget],
-            **{f'p:{k}': v for k, v in flatten(params).items()},
+            **{f'p:{k}': v for k, v in flatten_dict(params, sep='/').items()},
             **{f'w:{k}': v for k, v in torch_side.to_torch(params).items()}}
   path = os.path.join(directory, 'data.npz')
   np.savez(path, **arrays)
@@ -278,14 +261,15 @@ def agreement(data_path: str, torch_proc: Process) -> dict:
   weights, selected = dampen(params, ours['importance_d'], ours['importance_f'],
                              eligible_leaves(params, ''), alpha=ALPHA, dampening=DAMPENING)
   ours = jax.device_get({**ours, 'weights': weights, 'selected': selected})
-  theirs = {k: flatten(torch_side.to_flax(reference[k])) for k in
+  theirs = {k: flatten_dict(torch_side.to_flax(reference[k]), sep='/') for k in
             ('importance_d', 'importance_f', 'weights')}
-  mine = {k: flatten(ours[k]) for k in ('importance_d', 'importance_f', 'weights', 'selected')}
+  mine = {k: flatten_dict(ours[k], sep='/')
+          for k in ('importance_d', 'importance_f', 'weights', 'selected')}
   # The official rule, torch.where(fimp > oimp * alpha), on the official importances.
   official_mask = {k: theirs['importance_f'][k] > theirs['importance_d'][k] * np.float32(ALPHA)
                    for k in mine['selected']}
   rel = lambda a, b: float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-  original = flatten(jax.device_get(params))
+  original = flatten_dict(jax.device_get(params), sep='/')
   eps = np.finfo(np.float32).eps
   return {
       'logits_max_abs_diff': float(np.max(np.abs(logits - torch_logits))),
@@ -412,20 +396,12 @@ def page(run: dict) -> str:
 
 
 def machine() -> dict:
-  import subprocess
+  """The facts the page names, from the run provenance every mu_jax run records."""
   import jax
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  try:
-    commit = subprocess.run(['git', 'describe', '--always', '--dirty'], capture_output=True,
-                            text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  except OSError:
-    commit = 'unknown'
-  return {'cpu': cpu, 'cores': os.cpu_count(), 'jax': jax.__version__, 'commit': commit or 'unknown'}
+  from mu_jax.experiments import runs
+  host = runs.machine()
+  return {'cpu': host['cpu'], 'cores': host['cores'], 'jax': jax.__version__,
+          'commit': runs.git_commit() or 'unknown'}
 
 
 def main(argv):

@@ -116,7 +116,7 @@ def provenance(started: float) -> dict:
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'seconds': time.time() - started,
       'mu_jax': mu_jax.__version__,
-      'git_commit': _git_commit(),
+      'git_commit': git_commit(),
       'python': platform.python_version(),
       'packages': {name: _version(name) for name in PACKAGES},
       'machine': machine(),
@@ -161,7 +161,7 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
   """The commit of the checkout mu_jax runs from, '+dirty' if it has uncommitted changes."""
   head = _git('rev-parse', 'HEAD')
   if head is None or _git('ls-files', '--error-unmatch', '__init__.py') is None:
