@@ -89,6 +89,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     count = jnp.maximum(jnp.sum(batch['w']), 1.0)
     return total / count, jax.tree.map(lambda g: g / count, grads)
 
+  if microbatch and gradient_restriction:
+    raise MuJaxError('train.microbatch cannot split the gradient restriction, a norm of the '
+                     "whole batch's gradient; set one of them to 0.")
   objective = restricted_loss_fn if gradient_restriction else loss_fn
 
   def step(state: TrainState, batch):
@@ -130,9 +133,9 @@ def check_microbatch(train_cfg, model_state, mesh) -> int:
   if size % rows or rows % data:
     raise MuJaxError(f'train.microbatch={rows} must divide train.batch_size={size} and be a '
                      f"multiple of the mesh's data axis ({data}); change it or set 0.")
-  if jax.tree.leaves(model_state) or train_cfg.get('gradient_restriction', 0.0):
+  if jax.tree.leaves(model_state):
     raise MuJaxError('train.microbatch would split the batch statistics of a model with '
-                     'BatchNorm state or of the gradient restriction; set it to 0.')
+                     'BatchNorm state; set it to 0.')
   return rows
 
 
