@@ -33,6 +33,8 @@ setup(
         'matplotlib>=3.8.4',         # first without numpy<2
         'tqdm>=4.66',
         'tensorboard>=2.17.1',       # event files without TensorFlow; numpy 2
+        'sentencepiece>=0.2.0',      # the LM benchmark's BPE tokenizer (trained offline)
+        'rouge-score>=0.1.2',        # ROUGE-L as TOFU and MUSE score it
     ],
     extras_require={
         'test': [
@@ -42,9 +44,15 @@ setup(
             'nbformat>=5.10',
             'ipykernel>=6.29',
         ],
-        # benchmarks/compare_official.py: the official PyTorch code beside mu_jax
+        # benchmarks/compare_official.py and lm_perf.py: the PyTorch code users run, beside mu_jax
         'compare': [
-            'torch>=2.13',               # the CPU build the comparison was run with
+            'torch>=2.13',               # the CPU build the comparisons were run with
+            'transformers>=5.24',        # LlamaConfig(rope_parameters=...): the HF loop of lm_perf
+        ],
+        # mu_jax.models.gemma: Gemma models of the `gemma` package (brings TensorFlow
+        # through kauldron); constraints-gemma.txt pins a set that installs (docs/gemma.md).
+        'gemma': [
+            'gemma>=3.3.0',              # the gm.nn.Transformer / gm.text API the adapter wraps
         ],
     },
     entry_points={'console_scripts': ['mu-jax=mu_jax.commands:main']},

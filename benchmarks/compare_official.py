@@ -39,7 +39,6 @@ the table gives their median and range and the load average around them.
 Writes the run as JSON (--out) and the Markdown page made from it (--page).
 """
 import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -52,6 +51,10 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import outputs  # noqa: E402
+import workers  # noqa: E402
+from workers import Process  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -179,31 +182,7 @@ def cnn_task():
 
 
 def serve_jax(conn, data_path: str, compile_cache: str) -> None:
-  worker = JaxWorker(data_path, compile_cache)
-  conn.send('ready')
-  while (request := conn.recv()) is not None:
-    method, kwargs = request
-    conn.send(getattr(worker, method)(**kwargs))
-
-
-class Process:
-  """A worker process (spawned, so it starts with nothing loaded) and its pipe."""
-
-  def __init__(self, target, *args):
-    context = multiprocessing.get_context('spawn')
-    self.conn, child = context.Pipe()
-    self.process = context.Process(target=target, args=(child, *args), daemon=True)
-    self.process.start()
-    self.hello = self.conn.recv()
-
-  def __call__(self, method: str, **kwargs) -> dict:
-    self.conn.send((method, kwargs))
-    out = self.conn.recv()
-    return {**out, 'load': os.getloadavg()[0]} if isinstance(out, dict) else out
-
-  def close(self) -> None:
-    self.conn.send(None)
-    self.process.join()
+  workers.answer(conn, JaxWorker(data_path, compile_cache), 'ready')
 
 
 # ----------------------------------------------------------------------------- setting and agreement
@@ -433,14 +412,7 @@ def main(argv):
          'setting': {**setting, 'rounds': FLAGS.rounds, 'train_steps': FLAGS.train_steps},
          'agreement': agreed, 'calls': calls, 'rows': summary(calls),
          'json_name': os.path.basename(FLAGS.out or 'compare_official.json')}
-  text = page(run)
-  print(text)
-  if FLAGS.out:
-    with open(FLAGS.out, 'w', encoding='utf-8') as f:
-      json.dump(run, f, indent=1)
-  if FLAGS.page:
-    with open(FLAGS.page, 'w', encoding='utf-8') as f:
-      f.write(text)
+  outputs.write(run, page(run), FLAGS.out, FLAGS.page)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import workers
+
 # The official ssd.py imports these at the top for other code in the file;
 # ParameterPerturber uses none of them. When one is not installed it is
 # replaced by an empty module so that the file imports unchanged.
@@ -211,8 +213,5 @@ class Worker:
 def serve(conn, data_path: str, checkout: str, threads: int) -> None:
   """Answers (method, kwargs) requests on `conn` until it receives None."""
   worker = Worker(data_path, checkout, threads)
-  conn.send({'stubbed': worker.stubbed, 'torch': torch.__version__,
-             'threads': torch.get_num_threads()})
-  while (request := conn.recv()) is not None:
-    method, kwargs = request
-    conn.send(getattr(worker, method)(**kwargs))
+  workers.answer(conn, worker, {'stubbed': worker.stubbed, 'torch': torch.__version__,
+                                'threads': torch.get_num_threads()})

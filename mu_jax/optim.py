@@ -6,18 +6,21 @@ import optax
 from mu_jax.errors import MuJaxError
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
-SCHEDULES = ('constant', 'cosine')
+SCHEDULES = ('constant', 'cosine', 'linear')
 
 
 def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
                    momentum: float = 0.9, weight_decay: float = 0.0,
-                   schedule: str = 'constant',
+                   schedule: str = 'constant', warmup_steps: int = 0,
                    decay_mask=None) -> optax.GradientTransformation:
   """Builds an optax optimizer.
 
   'sgd' applies weight decay as an L2 term before momentum and 'adam' likewise
   (PyTorch's coupled `weight_decay`, which the unlearning reference code
-  uses); 'adamw' decays decoupled from the gradient. `decay_mask` (a pytree of
+  uses); 'adamw' decays decoupled from the gradient. Schedules: 'constant',
+  'cosine' (to 0 at `total_steps`) and 'linear' (the Hugging Face Trainer's
+  default: linear warm-up over `warmup_steps`, then linear decay to 0, see
+  `linear_warmup_decay`; TOFU fine-tunes with it). `decay_mask` (a pytree of
   booleans like the params, or a function of the params giving one, e.g.
   `decayed_weights`) limits the decay to the True leaves; None decays all.
   """
@@ -25,6 +28,8 @@ def make_optimizer(name: str, learning_rate: float, *, total_steps: int,
     lr = learning_rate
   elif schedule == 'cosine':
     lr = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+  elif schedule == 'linear':
+    lr = lambda step: learning_rate * linear_warmup_decay(step, warmup_steps, total_steps)
   else:
     raise MuJaxError(f'Unknown schedule {schedule!r}; valid: {", ".join(SCHEDULES)}.')
   l2 = [optax.add_decayed_weights(weight_decay, mask=decay_mask)] if weight_decay else []

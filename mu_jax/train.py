@@ -27,7 +27,7 @@ from mu_jax.data import Examples
 from mu_jax.data.batching import epoch_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.models import merge_variables, split_variables
-from mu_jax.optim import gradient_norm_sum, make_optimizer
+from mu_jax.optim import decayed_weights, gradient_norm_sum, make_optimizer
 from mu_jax.tasks import Task
 
 
@@ -46,11 +46,17 @@ class Trained(NamedTuple):
 
 
 def optimizer_from_config(train_cfg, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The recipe's optimizer. Keys only some recipes set (absent from older configs, so
+  their cached models keep their keys): `warmup_epochs` (of the 'linear' schedule) and
+  `decay_norms` (False: no weight decay on biases and normalisation scales, as the
+  Hugging Face Trainer groups them, `optim.decayed_weights`)."""
   return make_optimizer(
       train_cfg.optimizer, train_cfg.learning_rate,
       total_steps=steps_per_epoch * train_cfg.epochs,
       momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay,
-      schedule=train_cfg.schedule)
+      schedule=train_cfg.schedule,
+      warmup_steps=steps_per_epoch * train_cfg.get('warmup_epochs', 0),
+      decay_mask=decayed_weights if train_cfg.get('decay_norms', True) is False else None)
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
@@ -155,13 +161,17 @@ def zero_stats(mesh) -> dict[str, jax.Array]:
 
 
 def init_state(task: Task, tx, seed) -> TrainState:
-  variables = task.init(jax.random.PRNGKey(seed))
+  return state_from(task.init(jax.random.PRNGKey(seed)), tx)
+
+
+def state_from(variables, tx) -> TrainState:
+  """Step 0 of training `variables` with the optimizer `tx`."""
   params, model_state = split_variables(variables)
   return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
 
 
 def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
-                     seed: int, mesh) -> tuple[TrainState, Callable]:
+                     seed: int, mesh, start=None) -> tuple[TrainState, Callable]:
   """The initial state, placed with its shardings, and the jitted step.
 
   step(state, totals, batch) -> (state, totals + batch statistics, batch mean
@@ -169,13 +179,18 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
   state and totals it replaces, and keeps the state's shardings
   (`sharding.state_sharding`).
   The state is initialized by one jitted call straight into those shardings,
-  so a state split over 'model' is never whole on one device.
+  so a state split over 'model' is never whole on one device. With `start`
+  (variables, e.g. a pre-trained model to fine-tune) training starts from them
+  instead of a fresh initialisation.
   """
   tx = optimizer_from_config(train_cfg, steps_per_epoch)
-  init = lambda seed_: init_state(task, tx, seed_)
-  seed_ = sharding.replicate(np.uint32(seed), mesh)
-  state_shardings = sharding.state_sharding(jax.eval_shape(init, seed_), mesh)
-  state = jax.jit(init, out_shardings=state_shardings)(seed_)
+  if start is None:
+    init, given = (lambda seed_: init_state(task, tx, seed_)), np.uint32(seed)
+  else:
+    init, given = (lambda variables: state_from(variables, tx)), start
+  given = sharding.replicate(given, mesh)
+  state_shardings = sharding.state_sharding(jax.eval_shape(init, given), mesh)
+  state = jax.jit(init, out_shardings=state_shardings)(given)
   microbatch = check_microbatch(train_cfg, state.model_state, mesh)
   step = jax.jit(
       _summing_stats(make_train_step(task, tx, train_cfg.get('gradient_restriction', 0.0),
@@ -188,8 +203,9 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
 
 def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
                 mesh, store: checkpoint.CheckpointStore | None = None,
-                name: str = 'model') -> Trained:
-  """Trains the task's model on `data` with the recipe `train_cfg`, resuming from `store`.
+                name: str = 'model', start=None) -> Trained:
+  """Trains the task's model on `data` with the recipe `train_cfg`, resuming from `store`;
+  from the variables `start` where given (fine-tuning), else from a fresh initialisation.
 
   Records 'train/loss' per step and 'train/epoch_loss' per epoch, at the global
   step, to the current metric writer (`logs.writing_to`).
@@ -199,7 +215,7 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
   task.check_examples(data, f'{name} training')
   sharding.check_batch_size(train_cfg.batch_size, mesh)
   steps = num_batches(len(data), train_cfg.batch_size)
-  state, step_fn = sharded_training(task, train_cfg, steps, seed=seed, mesh=mesh)
+  state, step_fn = sharded_training(task, train_cfg, steps, seed=seed, mesh=mesh, start=start)
   start, seconds = 0, 0.0
   resumed = store.restore_latest(state) if store is not None else None
   if resumed is not None:

@@ -108,6 +108,26 @@ class TrainModelTest(absltest.TestCase):
     self.data = helpers.blobs(96)
     self.mesh = sharding.make_mesh('data:2')
 
+  def test_fine_tuning_starts_from_the_given_variables(self):
+    task = helpers.classifier(self.model, self.data)
+    base = train_model(task, recipe(epochs=1), self.data, seed=0, mesh=self.mesh)
+    # A zero learning rate leaves the start untouched; a fresh start would be another init.
+    frozen = train_model(task, recipe(epochs=1, learning_rate=1e-30, weight_decay=0.0),
+                         self.data, seed=7, mesh=self.mesh, start=base.variables)
+    assert_trees_close(frozen.variables, base.variables, rtol=0, atol=1e-12)
+
+  def test_linear_recipe_warms_up_over_its_epochs_then_decays(self):
+    # 3 steps per epoch, 1 warm-up epoch, 2 epochs: factors 0, 1/3, 2/3, 1, 2/3, 1/3.
+    tx = optimizer_from_config(recipe(optimizer='sgd', momentum=0.0, weight_decay=0.0,
+                                      learning_rate=1.0, schedule='linear', warmup_epochs=1,
+                                      epochs=2), 3)
+    params, state, moves = np.zeros(()), None, []
+    state = tx.init(params)
+    for _ in range(6):
+      updates, state = tx.update(np.ones(()), state, params)
+      moves.append(-float(updates))
+    np.testing.assert_allclose(moves, [0, 1 / 3, 2 / 3, 1, 2 / 3, 1 / 3], atol=1e-6)
+
   def test_learns_separable_blobs(self):
     trained = train_model(helpers.classifier(self.model, self.data), recipe(), self.data, seed=0, mesh=self.mesh)
     logits, _ = self.model.apply(trained.variables, self.data['x'], False)

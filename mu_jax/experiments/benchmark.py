@@ -1,7 +1,7 @@
 """Run unlearning methods on a setting and compare them with the oracle.
 
 `run_benchmark(config, workdir)` is what `mu-jax benchmark` and the Colab
-quickstart call: it trains or loads the original and the oracle, runs every
+quickstart call (a language-model config goes to `mu_jax.experiments.lm.benchmark`): it trains or loads the original and the oracle, runs every
 method in `config.methods`, and writes a run folder
 (workdir/results/<forget>/<run id>/, see `runs`) with results.{md,csv,json},
 the forget indices, one JSON per method and the methods' loss curves; trained
@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from absl import logging
 
@@ -21,9 +21,10 @@ from mu_jax.evaluation import avg_gap, mia_note, table_columns
 from mu_jax import logs
 from mu_jax.data import save_indices
 from mu_jax.experiments import runs, validation
+from mu_jax.experiments.lm import benchmark as lm_benchmark
 from mu_jax.experiments.results import atomic_write, mark_chance, write_results
 from mu_jax.methods import Context, create_method, run_method
-from mu_jax.tasks import TASKS, Task, requires
+from mu_jax.tasks import TASKS, LanguageModel
 from mu_jax.experiments.setting import Setting, evaluate_on_setting, prepare_setting
 
 
@@ -77,21 +78,9 @@ def write_run(setting: Setting, rows: list[dict], run_dir: str, started: float) 
 
 def columns(config) -> tuple[str, ...]:
   """The results table's columns for the config's task."""
+  if config.task == LanguageModel.name:
+    return lm_benchmark.COLUMNS
   return table_columns(TASKS.get(config.task))
-
-
-def check_methods(config, methods: Sequence[str]) -> Callable[[Task], None]:
-  """Fails on an unknown task, method or hyper-parameter; returns the check, run on the
-  built task before any training, that every method has the capabilities it needs."""
-  TASKS.get(config.task)
-  built = {name: create_method(name, **config_lib.method_hparams(config, name))
-           for name in methods}
-
-  def check(task: Task) -> None:
-    for name, method in built.items():
-      requires(task, name, *method.requires)
-
-  return check
 
 
 def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) -> dict:
@@ -99,10 +88,12 @@ def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) ->
 
   Returns {'rows': the rows, 'directory': the run folder they were written to}.
   """
+  if config.task == LanguageModel.name:
+    return lm_benchmark.run_lm_benchmark(config, workdir, methods)
   started = time.time()
   validation.check_config(config)
   methods = config_lib.method_names(config) if methods is None else list(methods)
-  setting = prepare_setting(config, workdir, check_methods(config, methods))
+  setting = prepare_setting(config, workdir, config_lib.capability_check(config, methods))
   oracle = evaluate_on_setting(setting, setting.oracle.variables)
   rows = [
       _row(setting.task, 'original', evaluate_on_setting(setting, setting.original.variables),

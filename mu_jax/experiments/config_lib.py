@@ -9,11 +9,13 @@ import importlib.util
 import inspect
 import os
 import typing
+from typing import Callable
 
 import ml_collections
 
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import METHODS, method_defaults
+from mu_jax.methods import METHODS, create_method, method_defaults
+from mu_jax.tasks import Task, requires
 
 # Keys the `get_config(arg)` string may set, and where they live.
 ARG_KEYS = {
@@ -209,6 +211,18 @@ def _overridable(default, factory, key: str):
 def method_names(config) -> list[str]:
   """The methods of `config.methods` ('ft,ga,...'), in table order."""
   return [m.strip() for m in config.methods.split(',') if m.strip()]
+
+
+def capability_check(config, methods) -> Callable[[Task], None]:
+  """Fails now on an unknown method or hyper-parameter; returns the check, run on the
+  built task before any training, that every method has the capabilities it needs."""
+  built = {name: create_method(name, **method_hparams(config, name)) for name in methods}
+
+  def check(task: Task) -> None:
+    for name, method in built.items():
+      requires(task, name, *method.requires)
+
+  return check
 
 
 def method_hparams(config, name: str) -> dict:

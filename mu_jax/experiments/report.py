@@ -25,6 +25,7 @@ PAGE_TITLES = {
     'digits': "scikit-learn's 8x8 digits",
     'fashion-mnist': 'Fashion-MNIST',
     'regression': 'regression (diabetes, Friedman #1)',
+    'tofu': 'language model on TOFU-style fictitious authors (generated)',
 }
 PAGE_NOTES = {
     'regression': 'Targets are standardised on the training split, so MSE and MAE are in '
@@ -32,6 +33,10 @@ PAGE_NOTES = {
                   '/ test, MIA is the loss-based SVC attack, and Avg. Gap averages the six '
                   'errors.',
     'fashion-mnist': "Read from Debian's `dataset-fashion-mnist` IDX files.",
+    'tofu': 'The corpus, the transformer and every column are described in '
+            '[language_models.md](../language_models.md). `target` is fine-tuned on every '
+            'author, `retain` (the oracle) on the retain authors only, both from one base '
+            'model pre-trained here; seconds are fine-tuning (or unlearning) wall time.',
 }
 REFERENCES = ('original', 'retrain')   # rows that frame the methods, not entries
 HEADLINE = re.compile(r'(<!-- report: (\S+) (\S+)(?: (\S+))? -->\n).*?(<!-- end of report -->)',
@@ -128,9 +133,13 @@ def recipe_line(run: dict) -> str:
   sizes = [f"{run[key]:,} {name}" for key, name in
            (('forget_size', 'forget'), ('retain_size', 'retain'), ('train_size', 'training'),
             ('test_size', 'test')) if key in run]
+  base = config.get('pretrain')
+  pretrained = (f"; pre-trained {base['epochs']} epochs at learning rate "
+                f"{base['learning_rate']:g}" if base else '')
   return (f"Model `{config['model']['name']}`" + (f' ({kwargs})' if kwargs else '') +
-          f"; trained with {train['optimizer']}, learning rate {train['learning_rate']:g}, "
-          f"batch {train['batch_size']}, {train['epochs']} epochs; rows: {', '.join(sizes)}.")
+          pretrained + f"; {'fine-tuned' if base else 'trained'} with {train['optimizer']}, "
+          f"learning rate {train['learning_rate']:g}, batch {train['batch_size']}, "
+          f"{train['epochs']} epochs; rows: {', '.join(sizes)}.")
 
 
 def provenance_line(run: dict) -> str:

@@ -80,8 +80,12 @@ def build_task(config, data: Dataset) -> Task:
 
 
 def train_or_load(config, task: Task, data: Examples, *, role: str, key_payload,
-                  workdir: str, mesh) -> Trained:
+                  workdir: str, mesh, train_cfg=None, start=None, seed=None) -> Trained:
   """Returns the cached model for this recipe, training (or resuming) it if needed.
+
+  The recipe is `config.train` and the seed `config.seed` unless `train_cfg` or
+  `seed` is given; `start` are variables to fine-tune (`train.train_model`).
+  `key_payload` must determine all of them.
 
   Its training curves go to `logs/` beside the checkpoint (`mu_jax.logs`). The
   store holds the model's lock throughout: another process that needs the
@@ -91,8 +95,9 @@ def train_or_load(config, task: Task, data: Examples, *, role: str, key_payload,
   store = checkpoint.CheckpointStore(directory)
   try:
     with logs.writing_to(os.path.join(directory, 'logs')):
-      trained = train_model(task, config.train, data, seed=config.seed, mesh=mesh,
-                            store=store, name=role)
+      trained = train_model(task, train_cfg or config.train, data,
+                            seed=config.seed if seed is None else seed, mesh=mesh,
+                            store=store, name=role, start=start)
   finally:
     store.close()
   return trained._replace(directory=directory)
@@ -122,6 +127,10 @@ def prepare_setting(config, workdir: str,
   `check(task)` runs before any training, to refuse what cannot run on the task.
   """
   validation.check_config(config)
+  if config.task == 'language_model':
+    raise MuJaxError('A language-model config runs with `mu-jax benchmark` (its target, retain '
+                     'models and methods) or `mu-jax unlearn`; this command is for the '
+                     'image and regression tasks.')
   mesh = sharding.make_mesh(config.mesh)
   data = load_dataset(config.data.source, data_dir=config.data.data_dir or None,
                       seed=config.seed, val_fraction=config.data.val_fraction,

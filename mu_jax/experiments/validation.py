@@ -20,14 +20,14 @@ import ml_collections
 from absl import flags
 
 from mu_jax import optim
-from mu_jax.data import sources
+from mu_jax.data import sources, text
 from mu_jax.data.forget import check_spec
 from mu_jax.errors import MuJaxError
 from mu_jax.evaluation import klom, mia, ulira
 from mu_jax.experiments import config_lib
 from mu_jax.methods import METHODS, create_method, method_defaults
 from mu_jax.models import MODELS, external
-from mu_jax.tasks import TASKS
+from mu_jax.tasks import TASKS, LanguageModel
 
 
 class Rule(NamedTuple):
@@ -69,7 +69,15 @@ RULES = (
     Rule(r'^data\.(val|test)_fraction$',
          _between(0, 1, low_open=False, high_open=True), 'a number in [0, 1)'),
     Rule(r'^seed$', _whole(0), 'a whole number >= 0'),
-    Rule(r'^train\.microbatch$', _whole(0), 'a whole number >= 0 (0: whole batches)'),
+    Rule(r'^(pre)?train\.microbatch$', _whole(0), 'a whole number >= 0 (0: whole batches)'),
+    Rule(r'^data\.corpus_seed$', _whole(0), 'a whole number >= 0'),
+    Rule(r'^data\.(num_authors|holdout_authors)$', _whole(10),
+         'a whole number >= 10 (the smallest forget split is 1% of the authors, at least 1)'),
+    Rule(r'^data\.qa_per_author$', _whole(1), 'a whole number >= 1'),
+    Rule(r'^data\.vocab_size$', _whole(64), 'a whole number >= 64'),
+    Rule(r'^lm\.(retain_eval_size|utility_eval_size|verbmem_prefix|retain_seeds)$', _whole(1),
+         'a whole number >= 1'),
+    Rule(r'^lm\.mink_k$', _between(0, 1, low_open=True, high_open=False), 'a number in (0, 1]'),
     Rule(r'^rigorous\.num_models$', _whole(4), 'a whole number, at least 4 models per side '
          '(for the U-LiRA folds and the challenge score)'),
     # Counts: epochs, steps, batch sizes, ensemble and projection sizes.
@@ -90,7 +98,7 @@ RULES = (
          'a finite number > 0'),
     Rule(r'fraction$', _between(0, 1, low_open=True, high_open=False), 'a number in (0, 1]'),
     Rule(r'(^|[._])optimizer$', _one_of(optim.OPTIMIZERS), ', '.join(optim.OPTIMIZERS)),
-    Rule(r'^train\.schedule$', _one_of(optim.SCHEDULES), ', '.join(optim.SCHEDULES)),
+    Rule(r'^(pre)?train\.schedule$', _one_of(optim.SCHEDULES), ', '.join(optim.SCHEDULES)),
     Rule(r'^eval\.mia_members$', _one_of(mia.MEMBERS), ', '.join(mia.MEMBERS)),
     Rule(r'^rigorous\.klom_direction$', _one_of(klom.DIRECTIONS), ', '.join(klom.DIRECTIONS)),
     Rule(r'^rigorous\.ulira_protocol$', _one_of(ulira.PROTOCOLS), ', '.join(ulira.PROTOCOLS)),
@@ -104,6 +112,9 @@ def check_config(config) -> None:
   TASKS.get(config.task)
   _check_methods(config)
   _check_model(config.model)
+  if config.task == LanguageModel.name:
+    _check_text_data(config)
+    return
   _check_data(config.data)
   check_spec(config.forget)
 
@@ -183,7 +194,7 @@ def _check_methods(config) -> None:
   block of config.unlearn belongs to a method and holds only its hyper-parameters."""
   valid = ', '.join(METHODS.names())
   names = [m.strip() for m in config.methods.split(',')]
-  if not any(names):
+  if not any(names) and config.task != LanguageModel.name:   # an LM run may have no methods
     raise MuJaxError(f'config.methods is {config.methods!r}, which names no method; list '
                      f'one or more, comma-separated, of: {valid}.')
   named = [m for m in names if m]
@@ -243,6 +254,14 @@ def _check_model(model) -> None:
   unknown = sorted(set(model.kwargs.keys()) - set(valid))
   if unknown:
     raise MuJaxError(model_keyword_error(model.name, unknown[0]))
+
+
+def _check_text_data(config) -> None:
+  """A language-model config reads the generated corpus and names one of its forget splits."""
+  if config.data.source != text.SOURCE:
+    raise MuJaxError(f'config.data.source is {config.data.source!r}; the {config.task} task '
+                     f'reads the generated corpus, {text.SOURCE!r}.')
+  text.forget_size(config.forget, config.data.num_authors)
 
 
 def _check_data(data) -> None:

@@ -20,6 +20,7 @@ from mu_jax.models import cnn
 from mu_jax.models import external
 from mu_jax.models import mlp
 from mu_jax.models import resnet
+from mu_jax.models import transformer
 from mu_jax.registry import Registry
 
 Variables = dict[str, Any]
@@ -127,6 +128,22 @@ def _resnet18(outputs: int, width: int = 64,
               dtype: Any = jnp.float32) -> Model:
   backbone = resnet.ResNet18(width=width, dtype=jnp.dtype(dtype))
   return as_model('resnet18', Network(backbone, outputs))
+
+
+@MODELS.register('transformer')
+def _transformer(outputs: int, size: str = 'small', d_model: int | None = None,
+                 num_layers: int | None = None, num_heads: int | None = None,
+                 d_ff: int | None = None, max_len: int | None = None,
+                 tied_embeddings: bool | None = None, dtype: str | None = None,
+                 rope_base: float | None = None) -> Model:
+  """A decoder-only language model over `outputs` token ids (`mu_jax.models.transformer`):
+  the preset `size`, with any field given here overriding it."""
+  given = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff,
+               max_len=max_len, tied_embeddings=tied_embeddings, dtype=dtype,
+               rope_base=rope_base)
+  cfg = transformer.make_config(outputs, size, **{k: v for k, v in given.items()
+                                                  if v is not None})
+  return Model('transformer', *transformer.model_functions(cfg))
 
 
 def create_model(name: str, outputs: int, **kwargs) -> Model:

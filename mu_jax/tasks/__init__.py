@@ -4,11 +4,13 @@ from mu_jax.registry import Registry
 from mu_jax.tasks.base import (
     CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD, Task, mean_of, requires)
 from mu_jax.tasks.classification import Classification, margin
+from mu_jax.tasks.language_model import LanguageModel
 from mu_jax.tasks.regression import Regression
 
 TASKS: Registry[type[Task]] = Registry('task')
 TASKS.register('classification')(Classification)
 TASKS.register('regression')(Regression)
+TASKS.register('language_model')(LanguageModel)
 
 
 def create_task(name: str, model: Model, input_shape, outputs: int) -> Task:

@@ -1,0 +1,31 @@
+"""The default language-model benchmark: TOFU-style fictitious authors generated offline,
+a small decoder-only transformer pre-trained and fine-tuned here (2 CPU cores: minutes).
+
+  mu-jax benchmark --config=mu_jax.configs.tofu_lm                    # forget05
+  mu-jax benchmark --config=mu_jax.configs.tofu_lm:forget=forget10
+
+Pre-training, the target and the retain model are cached under the workdir, so
+every forget split after the first trains only its retain model.
+"""
+from mu_jax.experiments import config_lib
+from mu_jax.experiments.lm.config import lm_config
+
+
+def _smoke(c):
+  c.data.num_authors = 20
+  c.data.holdout_authors = 10
+  c.model.kwargs.size = 'tiny'
+  c.pretrain.epochs = 1
+  c.train.epochs = 2
+  c.lm.retain_eval_size = 40
+  c.lm.utility_eval_size = 20
+
+
+def get_config(arg=None):
+  c = lm_config()
+  c.model.kwargs.size = 'small'
+  c.pretrain.epochs = 4
+  c.pretrain.learning_rate = 1e-3
+  c.train.epochs = 10
+  c.train.learning_rate = 1e-3
+  return config_lib.finish(c, arg, smoke=_smoke)

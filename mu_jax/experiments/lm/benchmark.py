@@ -1,0 +1,183 @@
+"""The language-model benchmark: base, target and retain models, methods, and the LM suite.
+
+As TOFU builds its setting: a base model (here pre-trained from scratch on the
+corpus's world knowledge and generic prose), a *target* fine-tuned from it on
+every trained author's QA and passages, and a *retain* model (the oracle)
+fine-tuned from the same base with the same recipe on the retain authors
+only; `lm.retain_seeds` > 1 adds retain models with other data-order seeds,
+whose forget quality against the first shows the metric's noise floor. All
+are cached under <workdir>/models/, keyed by everything that shapes them, and
+resume after an interruption. Each method of `config.methods` unlearns the
+target through the same driver as on images (`mu_jax.methods.run_method`).
+Rows are written like the image benchmarks' (results.{md,csv,json} in
+<workdir>/results/<split>/<run id>/), so `mu-jax report` pages them.
+"""
+import json
+import math
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from mu_jax import sharding
+from mu_jax.data import save_indices
+from mu_jax.errors import MuJaxError, NonFiniteError
+from mu_jax.experiments import config_lib, runs, validation
+from mu_jax.experiments.lm import suite
+from mu_jax.experiments.lm.data import LMData, corpus_key, load_lm_data
+from mu_jax.experiments.results import atomic_write, write_results
+from mu_jax.experiments.setting import model_recipe, train_or_load
+from mu_jax.methods import Context, create_method, run_method
+from mu_jax.models import Model, create_model
+from mu_jax.tasks import Task, create_task
+from mu_jax.train import Trained
+
+COLUMNS = ('method', *suite.COLUMNS, 'seconds', 'speed-up')
+
+
+class LMSetting(NamedTuple):
+  config: object
+  workdir: str
+  data: LMData
+  task: Task
+  mesh: object
+  base: Trained
+  target: Trained
+  retain: list[Trained]
+
+  @property
+  def request_dir(self) -> str:
+    return os.path.join(self.workdir, 'results', self.config.forget)
+
+
+def build_task(config, data: LMData, model: Model | None = None,
+               context: int | None = None) -> Task:
+  """The config's transformer over the tokenizer's vocabulary, for rows of its context;
+  or `model` (e.g. `mu_jax.models.gemma.gemma_model`) with its `context`."""
+  kwargs = config.model.kwargs.to_dict()
+  if model is None:
+    model = create_model(config.model.name, data.tokenizer.vocab_size, **kwargs)
+    context = kwargs.get('max_len', data.length)
+  context = context or data.length
+  if data.length > context:
+    raise MuJaxError(f'The corpus needs rows of {data.length} tokens, longer than the '
+                     f"model's context of {context}; raise config.model.kwargs.max_len.")
+  return create_task(config.task, model, (context,), data.tokenizer.vocab_size)
+
+
+def prepare_lm_setting(config, workdir: str, check=None, *, model: Model | None = None,
+                       context: int | None = None, tokenizer=None,
+                       base: dict | None = None) -> LMSetting:
+  """Generates the data, then trains or loads the base, the target and the retain models.
+
+  A real LLM replaces the transformer: `model` (its `Model`, with its `context`),
+  `tokenizer` (its own) and `base` (its pre-trained variables, fine-tuned instead of
+  pre-training one here; its models are keyed by its weights).
+  """
+  validation.check_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  data = load_lm_data(config, workdir, tokenizer)
+  task = build_task(config, data, model, context)
+  if check is not None:
+    check(task)
+  check_vocabulary(task, data.tokenizer)
+  recipe = model_recipe(config)
+  base_key = {'corpus': corpus_key(config.data), 'model': recipe['model'],
+              'pretrain': config.pretrain.to_dict(), 'seed': config.seed}
+  if base is None:
+    base = train_or_load(config, task, data.pretrain, role='base', key_payload=base_key,
+                         workdir=workdir, mesh=mesh, train_cfg=config.pretrain)
+  else:
+    base_key = {'corpus': corpus_key(config.data), 'tokenizer': data.tokenizer.path,
+                'weights': jax.tree.leaves(sharding.to_host(base))}
+    base = Trained(base, math.nan, 0)
+  tuned = dict(base_key, train=recipe['train'])
+
+  def finetune(role, rows, seed, **key):
+    return train_or_load(config, task, rows, role=role, key_payload=dict(tuned, seed=seed, **key),
+                         workdir=workdir, mesh=mesh, start=base.variables, seed=seed)
+
+  target = finetune('target', data.train, config.seed)
+  retain = [finetune('retain', data.train.take(data.retain_idx), config.seed + i,
+                     forget=config.forget) for i in range(config.lm.retain_seeds)]
+  return LMSetting(config, workdir, data, task, mesh, base, target, retain)
+
+
+def check_vocabulary(task: Task, tokenizer) -> None:
+  """Refuses a model whose output vocabulary is not the tokenizer's."""
+  logits = jax.eval_shape(lambda: task.apply(task.init(jax.random.PRNGKey(0)),
+                                             {'x': jnp.zeros((1, 8), jnp.int32)}, False)[0])
+  if logits.shape[-1] != tokenizer.vocab_size:
+    raise MuJaxError(f'The model predicts {logits.shape[-1]} token ids but the tokenizer '
+                     f'{tokenizer.path} has {tokenizer.vocab_size}; use the tokenizer the '
+                     'model was trained with.')
+
+
+def request_context(setting: LMSetting) -> Context:
+  data = setting.data
+  return Context(setting.task, data.train.take(data.forget_idx), data.train.take(data.retain_idx),
+                 setting.mesh, setting.config.seed,
+                 cache_dir=os.path.join(setting.target.directory, 'statistics'),
+                 forget_ids=data.forget_idx, retain_ids=data.retain_idx)
+
+
+def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict:
+  """Target, retain model(s) and every method of `methods` (default `config.methods`) as rows
+  of the LM suite; returns {'rows', 'directory'}. `replacements` (model, context,
+  tokenizer, base) run it on another LLM (`prepare_lm_setting`)."""
+  started = time.time()
+  methods = config_lib.method_names(config) if methods is None else list(methods)
+  setting = prepare_lm_setting(config, workdir, config_lib.capability_check(config, methods),
+                               **replacements)
+  data, lm = setting.data, config.lm
+  evaluate = lambda variables: suite.measure(
+      setting.task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
+      mesh=setting.mesh, k=lm.mink_k)
+  reference = suite.reference_stats(setting.task, setting.base.variables, data.suite,
+                                    batch_size=config.eval.batch_size, mesh=setting.mesh)
+  oracle = evaluate(setting.retain[0].variables)
+
+  def row(name, measured, seconds, speed_up):
+    values = suite.score(measured, data.suite, data.tokenizer, oracle=oracle,
+                         reference=reference, k=lm.mink_k)
+    logging.info('%s: %s', name, {k: round(v, 3) for k, v in values.items() if '/' not in k})
+    return {'method': name, **values, 'seconds': seconds, 'speed-up': speed_up}
+
+  retrain_seconds = setting.retain[0].train_seconds
+  rows = [row('target', evaluate(setting.target.variables), setting.target.train_seconds,
+              float('nan')),
+          row('retain', oracle, retrain_seconds, 1.0)]
+  rows += [row(f'retain (seed {config.seed + i})', evaluate(m.variables), m.train_seconds, 1.0)
+           for i, m in enumerate(setting.retain[1:], 1)]
+  with runs.new_run(setting.request_dir, config) as run:
+    ctx = request_context(setting)
+    for name in methods:
+      method = create_method(name, **config_lib.method_hparams(config, name))
+      try:
+        out = run_method(method, setting.target.variables, ctx, name)
+      except NonFiniteError as e:   # one diverging method must not sink the table
+        logging.warning('%s', e)
+        rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
+        continue
+      rows.append(row(name, evaluate(out.variables), out.seconds, retrain_seconds / out.seconds)
+                  | {'steps': out.steps, **out.info})
+      record = {'row': rows[-1], 'hparams': config_lib.method_hparams(config, name),
+                'forget': config.forget, 'forget_indices': 'forget_indices.npy'}
+      atomic_write(os.path.join(run.path, 'runs', f'{name}.json'),
+                   json.dumps(record, indent=2, default=str) + '\n')
+    save_indices(os.path.join(run.path, 'forget_indices.npy'), data.forget_idx)
+    write_results(rows, run.path, columns=COLUMNS, extra={
+        'kind': 'lm_benchmark', 'config': config.to_dict(), 'columns': list(COLUMNS),
+        'forget_size': int(len(data.forget_idx)), 'retain_size': int(len(data.retain_idx)),
+        'forget_authors': len(data.corpus.forget_authors(config.forget)),
+        'row_length': data.length, 'vocab_size': data.tokenizer.vocab_size,
+        'train_seconds': {'base': setting.base.train_seconds,
+                          'target': setting.target.train_seconds,
+                          'retain': [m.train_seconds for m in setting.retain]},
+        'forget_indices': 'forget_indices.npy',
+        'forget_indices_sha256': runs.indices_hash(data.forget_idx),
+        'provenance': runs.provenance(started)})
+  return {'rows': rows, 'directory': run.path}

@@ -1,0 +1,257 @@
+"""A decoder-only (Llama-style) transformer language model, with a KV cache for decoding.
+
+Tokens are embedded, go through `num_layers` pre-norm blocks
+
+  x = x + attn(rms_norm(x))     causal multi-head self-attention, RoPE on q and k
+  x = x + mlp(rms_norm(x))      SwiGLU: down(silu(gate(x)) * up(x))
+
+and a final RMSNorm, then an output projection: the embedding transposed
+(`tied_embeddings`) or a Dense 'head'. No biases, no dropout (as Llama).
+Parameters are float32; `dtype` is the compute dtype; logits come back float32.
+
+Parameter tree (kernels are [in, out], so a LoRA adapter can target any of them):
+
+  params['embed']['embedding']                      [vocab_size, d_model]
+  params['block_<i>']['attn_norm']['scale']         [d_model]
+  params['block_<i>']['attn'][q|k|v|o]['kernel']    [d_model, d_model]
+  params['block_<i>']['mlp_norm']['scale']          [d_model]
+  params['block_<i>']['mlp'][gate|up]['kernel']     [d_model, d_ff]
+  params['block_<i>']['mlp']['down']['kernel']      [d_ff, d_model]
+  params['norm']['scale']                           [d_model]
+  params['head']['kernel']                          [d_model, vocab_size]  (untied only)
+
+Decoding (`mu_jax.models.decoding`) uses `decoder`: a prefill over right-padded
+prompts fills a cache of per-layer keys and values [N, size, heads, head_dim];
+each step then writes one token's key and value at its row's own index (the
+row's length so far) and attends to that row's first index + 1 positions.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mu_jax.errors import MuJaxError
+from mu_jax.models import decoding
+
+# Size presets (this library's choice: a test-sized model and CPU/1-GPU sized
+# ones; d_ff = 3 d_model, near Llama's 8/3 d_model, and divisible for sharding).
+SIZES = {
+    'tiny': dict(d_model=32, num_layers=2, num_heads=2, d_ff=64),
+    'small': dict(d_model=256, num_layers=4, num_heads=4, d_ff=768),
+    'medium': dict(d_model=512, num_layers=8, num_heads=8, d_ff=1536),
+    'large': dict(d_model=1024, num_layers=16, num_heads=16, d_ff=3072),
+}
+DTYPES = ('float32', 'bfloat16')
+# GPT-2 and Llama initialise embeddings and kernels with normal(0.02).
+_INIT = nn.initializers.normal(0.02)
+# Llama 1's norm_eps.
+_NORM_EPS = 1e-6
+
+Cache = list[dict[str, jax.Array]]   # per layer {'k', 'v'}: [N, size, heads, head_dim]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_size: int
+  d_model: int = 256           # SIZES['small'], this library's default size
+  num_layers: int = 4          # SIZES['small']
+  num_heads: int = 4           # SIZES['small']
+  d_ff: int = 768              # SIZES['small']
+  max_len: int = 512           # this library's choice: a short context, cheap on one device
+  # This library's choice: keeps its convention that params['head'] is the last
+  # layer (Llama also unties; GPT-2 ties).
+  tied_embeddings: bool = False
+  dtype: str = 'float32'       # this library's choice: exact; 'bfloat16' for accelerators
+  rope_base: float = 10000.0   # RoFormer / Llama
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def compute_dtype(self) -> Any:
+    return jnp.dtype(self.dtype)
+
+
+def make_config(vocab_size: int, size: str = 'small',   # this library's default size
+                **overrides) -> TransformerConfig:
+  """The config of preset `size` with `overrides` (any TransformerConfig field), checked."""
+  if size not in SIZES:
+    raise MuJaxError(f'Unknown transformer size {size!r}; use one of {", ".join(SIZES)}.')
+  fields = {f.name for f in dataclasses.fields(TransformerConfig)} - {'vocab_size'}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise MuJaxError(f'Transformer options {unknown} are unknown; use only {sorted(fields)}.')
+  cfg = TransformerConfig(vocab_size=vocab_size, **{**SIZES[size], **overrides})
+  counts = ('vocab_size', 'd_model', 'num_layers', 'num_heads', 'd_ff', 'max_len')
+  if any(not isinstance(getattr(cfg, k), int) or getattr(cfg, k) < 1 for k in counts):
+    raise MuJaxError(f'Transformer {", ".join(counts)} must be positive integers; got {cfg}.')
+  if cfg.d_model % cfg.num_heads or cfg.head_dim % 2:
+    raise MuJaxError(f'd_model={cfg.d_model} must split into num_heads={cfg.num_heads} heads '
+                     'of an even size (RoPE rotates pairs); change either.')
+  if cfg.dtype not in DTYPES:
+    raise MuJaxError(f'Transformer dtype {cfg.dtype!r} is not supported; use one of {DTYPES}.')
+  return cfg
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+  """Rotary position embedding (RoFormer) of x [N, T, heads, D] at positions [N|1, T].
+
+  Pair (i, i + D/2) (GPT-NeoX's half-split layout) turns by angle position *
+  base^(-2i/D), so the dot product of a rotated query and key depends on their
+  positions only through the offset.
+  """
+  half = x.shape[-1] // 2
+  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle = positions.astype(jnp.float32)[..., None, None] * freq   # [N, T, 1, half]
+  sin, cos = jnp.sin(angle), jnp.cos(angle)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def _dense(features: int, cfg: TransformerConfig) -> nn.Dense:
+  return nn.Dense(features, use_bias=False, kernel_init=_INIT, dtype=cfg.compute_dtype)
+
+
+def _norm(cfg: TransformerConfig) -> nn.RMSNorm:
+  return nn.RMSNorm(epsilon=_NORM_EPS, dtype=cfg.compute_dtype)
+
+
+class Attention(nn.Module):
+  """Causal multi-head self-attention with RoPE, over the inputs or a KV cache."""
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.q, self.k, self.v, self.o = (_dense(self.cfg.d_model, self.cfg) for _ in range(4))
+
+  def __call__(self, x, positions, cache=None, index=None):
+    """x [N, T, d_model] -> (y [N, T, d_model], {'k', 'v'}).
+
+    Without a cache, T tokens attend causally to each other, and the keys and
+    values returned are theirs. With one (T = 1), the token's key and value
+    are written at each row's `index` [N] and it attends to positions ≤ index.
+    """
+    cfg = self.cfg
+    n, t, _ = x.shape
+    heads = lambda y: y.reshape(n, t, cfg.num_heads, cfg.head_dim)
+    q = rope(heads(self.q(x)), positions, cfg.rope_base)
+    k = rope(heads(self.k(x)), positions, cfg.rope_base)
+    v = heads(self.v(x))
+    if cache is None:
+      mask = jnp.tril(jnp.ones((t, t), bool))
+    else:
+      slots = jnp.arange(cache['k'].shape[1])
+      write = (slots == index[:, None])[:, :, None, None]
+      k, v = jnp.where(write, k, cache['k']), jnp.where(write, v, cache['v'])
+      mask = (slots <= index[:, None])[:, None, None, :]   # [N, 1, 1, size]
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return self.o(y.reshape(n, t, cfg.d_model)), {'k': k, 'v': v}
+
+
+class Mlp(nn.Module):
+  """SwiGLU (Shazeer 2020, as in Llama): down(silu(gate(x)) * up(x))."""
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.gate, self.up = _dense(self.cfg.d_ff, self.cfg), _dense(self.cfg.d_ff, self.cfg)
+    self.down = _dense(self.cfg.d_model, self.cfg)
+
+  def __call__(self, x):
+    return self.down(nn.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+  """Pre-norm residual attention, then pre-norm residual SwiGLU MLP."""
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.attn_norm, self.attn = _norm(self.cfg), Attention(self.cfg)
+    self.mlp_norm, self.mlp = _norm(self.cfg), Mlp(self.cfg)
+
+  def __call__(self, x, positions, cache=None, index=None):
+    y, kv = self.attn(self.attn_norm(x), positions, cache, index)
+    x = x + y
+    return x + self.mlp(self.mlp_norm(x)), kv
+
+
+class Transformer(nn.Module):
+  """The language model; __call__(tokens [N, L]) -> float32 logits [N, L, vocab_size]."""
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_INIT,
+                          dtype=cfg.compute_dtype)
+    self.block = [Block(cfg) for _ in range(cfg.num_layers)]   # named block_0, block_1, ...
+    self.norm = _norm(cfg)
+    if not cfg.tied_embeddings:
+      self.head = _dense(cfg.vocab_size, cfg)
+
+  def hidden(self, tokens, positions, cache: Cache | None = None, index=None):
+    """(final-norm states [N, T, d_model] in the compute dtype, per-layer keys and values).
+
+    Tokens of any numeric dtype are cast to int32 (the base Task inits with float zeros).
+    """
+    if tokens.shape[1] > self.cfg.max_len:
+      raise MuJaxError(f'Token sequences of length {tokens.shape[1]} exceed the transformer\'s '
+                       f'max_len={self.cfg.max_len}; shorten them or raise max_len.')
+    x = self.embed(tokens.astype(jnp.int32))
+    kvs = []
+    for i, block in enumerate(self.block):
+      x, kv = block(x, positions, None if cache is None else cache[i], index)
+      kvs.append(kv)
+    return self.norm(x), kvs
+
+  def logits(self, h):
+    """float32 logits of final-norm states h [..., d_model]."""
+    out = self.embed.attend(h) if self.cfg.tied_embeddings else self.head(h)
+    return out.astype(jnp.float32)
+
+  def __call__(self, tokens):
+    return self.logits(self.hidden(tokens, jnp.arange(tokens.shape[1])[None])[0])
+
+  def prefill(self, prompts, lengths, size: int):
+    """(float32 logits [N, vocab] at each row's last prompt token, cache of `size` slots)."""
+    h, kvs = self.hidden(prompts, jnp.arange(prompts.shape[1])[None])
+    last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    pad = ((0, 0), (0, size - prompts.shape[1]), (0, 0), (0, 0))
+    return self.logits(last), [jax.tree.map(lambda a: jnp.pad(a, pad), kv) for kv in kvs]
+
+  def step(self, cache: Cache, tokens, index):
+    """Feeds tokens [N] at positions index [N]: (float32 logits [N, vocab], cache)."""
+    h, cache = self.hidden(tokens[:, None], index[:, None], cache, index)
+    return self.logits(h[:, 0]), cache
+
+
+def model_functions(cfg: TransformerConfig) -> tuple:
+  """(init, apply, penultimate, activations) of the `Model` contract; its decoder
+  is registered with `mu_jax.models.decoding` under `apply`."""
+  module = Transformer(cfg)
+
+  def init(rng, sample_x):
+    return module.init(rng, sample_x)
+
+  def apply(variables, x, train):
+    del train  # No dropout or batch statistics.
+    return module.apply(variables, x), {}
+
+  def penultimate(variables, x):
+    h, _ = module.apply(variables, x, jnp.arange(x.shape[1])[None], method=Transformer.hidden)
+    return h.astype(jnp.float32)
+
+  decoding.register_decoder(apply, decoder(module))
+  return init, apply, penultimate, None
+
+
+def decoder(module: Transformer) -> decoding.Decoder:
+  """The KV-cache prefill and step functions of `module` (see the module docstring)."""
+
+  def prefill(variables, prompts, lengths, size):
+    return module.apply(variables, prompts, lengths, size, method=Transformer.prefill)
+
+  def step(variables, cache, tokens, index):
+    return module.apply(variables, cache, tokens, index, method=Transformer.step)
+
+  return decoding.Decoder(module.cfg.max_len, prefill, step)
