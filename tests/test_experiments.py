@@ -104,7 +104,7 @@ class BenchmarkTest(parameterized.TestCase):
       ('unknown_dataset', ['--config=configs/digits_mlp.py:source=mnist'],
        "Unknown dataset source 'mnist'; valid names are: diabetes, digits, friedman, idx, tfds."),
       ('unknown_model', ['--config=configs/digits_mlp.py', '--config.model.name=vgg'],
-       "Unknown model 'vgg'; valid names are: cnn, mlp, resnet18."),
+       "Unknown model 'vgg'; valid names are: cnn, mlp, resnet18, transformer."),
       ('misspelled_key', ['--config=configs/digits_mlp.py', '--config.trian.epochs=1'],
        "--config.trian.epochs: config has no key 'trian'; valid: data, eval, forget"),
       ('misspelled_hparam', ['--config=configs/digits_mlp.py', '--config.unlearn.ga.lr=1'],

@@ -163,7 +163,7 @@ class DiabetesBenchmarkTest(absltest.TestCase):
 
   def test_unknown_task_lists_the_valid_ones(self):
     config = helpers.load_config('diabetes_mlp', 'smoke=True,task=generative')
-    with self.assertRaisesRegex(MuJaxError, 'valid names are: classification, regression'):
+    with self.assertRaisesRegex(MuJaxError, 'valid names are: classification, language_model, regression'):
       run_benchmark(config, self.create_tempdir().full_path)
 
 
