@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from mu_jax.errors import MuJaxError
+from mu_jax.tasks.language_model import token_nll
 
 
 @jax.jit
@@ -28,13 +29,13 @@ def token_statistics(logits: jax.Array, x: jax.Array, m: jax.Array) -> dict[str,
     raise MuJaxError(f'token_statistics needs integer token ids; got {x.dtype}.')
   mask = m.astype(jnp.float32)
   logq = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-  logp = jnp.take_along_axis(logq, x[:, 1:, None], axis=-1)[..., 0]
   q = jnp.exp(logq)
   mu = jnp.sum(q * logq, axis=-1)
   var = jnp.sum(q * jnp.square(logq), axis=-1) - jnp.square(mu)
   sigma = jnp.sqrt(jnp.maximum(var, 0.0))
   # Position t predicts x[:, t] from logits[:, t - 1]: shift right, zero off the mask.
-  logp, mu, sigma = (jnp.pad(a, ((0, 0), (1, 0))) * mask for a in (logp, mu, sigma))
+  mu, sigma = (jnp.pad(a, ((0, 0), (1, 0))) * mask for a in (mu, sigma))
+  logp = -token_nll(logits, x) * mask   # the task's loss terms, the same shift
   nll_sum = -jnp.sum(logp, axis=1)
   count = jnp.sum(mask, axis=1)
   return {'logp': logp, 'mu': mu, 'sigma': sigma, 'mask': mask, 'nll_sum': nll_sum,
