@@ -24,7 +24,7 @@ from absl import logging
 
 from mu_jax import checkpoint, logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, num_batches
+from mu_jax.data.batching import epoch_batches, length_grouped_batches, num_batches
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.models import merge_variables, split_variables
 from mu_jax.optim import decayed_weights, gradient_norm_sum, make_optimizer
@@ -201,6 +201,20 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
   return state, step
 
 
+def training_batches(task: Task, train_cfg, arrays: dict, *, seed: int) -> Callable:
+  """epoch -> that epoch's batches: shuffled, or with `train_cfg.group_by_length`
+  grouped by the task's example lengths and cut to each batch's longest
+  (`length_grouped_batches`: the same per-example losses on fewer padded positions)."""
+  if not train_cfg.get('group_by_length', False):
+    return lambda epoch: epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
+  lengths = task.lengths(arrays)
+  if lengths is None:
+    raise MuJaxError(f'train.group_by_length needs examples of varying length; the '
+                     f'{task.name} task has one fixed shape, so set it to False.')
+  return lambda epoch: length_grouped_batches(arrays, train_cfg.batch_size, lengths,
+                                              task.sequence_keys, seed=seed, epoch=epoch)
+
+
 def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
                 mesh, store: checkpoint.CheckpointStore | None = None,
                 name: str = 'model', start=None) -> Trained:
@@ -224,10 +238,11 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)
   arrays = data.arrays()
+  batching = training_batches(task, train_cfg, arrays, seed=seed)
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()
     totals, losses = zero_stats(mesh), []
-    batches = epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
+    batches = batching(epoch)
     for batch in logs.progress(batches, total=steps, unit='batch',
                                desc=f'{name} epoch {epoch + 1}/{train_cfg.epochs}'):
       state, totals, step_loss = sharding.pace(

@@ -18,6 +18,7 @@ def get_config(arg=None):
   c.pretrain.epochs = 1
   c.train.epochs = 2
   c.train.batch_size = 16
+  c.train.group_by_length = True   # as tofu_lm
   c.pretrain.batch_size = 16
   c.lm.retain_eval_size = 16
   c.lm.utility_eval_size = 8

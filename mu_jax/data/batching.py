@@ -1,9 +1,11 @@
 """Fixed-shape, padded, seed-deterministic mini-batches over NumPy arrays.
 
-Every batch has the same shape (the last one is padded and carries weight 0
-in 'w'), so a jitted step compiles once and all examples are used.
+Every batch has the same number of rows (the last one is padded and carries
+weight 0 in 'w'), so a jitted step compiles once and all examples are used.
+`length_grouped_batches` also cuts sequences to their batch's longest, in a
+few widths, so a step compiles once per width.
 """
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -42,14 +44,44 @@ def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int, *,
   return Counted(_batches(arrays, batch_size, order), num_batches(n, batch_size))
 
 
-def _batches(arrays: dict[str, np.ndarray], batch_size: int,
-             order: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+def length_grouped_order(lengths: np.ndarray, batch_size: int, *, seed: int,
+                         epoch: int) -> np.ndarray:
+  """The order of the Hugging Face Trainer's `group_by_length` (LengthGroupedSampler):
+  a seeded permutation cut into mega-batches of min(n // (4 batch_size), 50) batches,
+  each sorted longest first, so a batch's rows have similar lengths. HF also swaps the
+  longest example to the very front, to meet an out-of-memory error early; not here."""
+  n = len(lengths)
+  order = epoch_order(n, seed=seed, epoch=epoch, shuffle=True)
+  size = max(min(n // (batch_size * 4), 50), 1) * batch_size
+  return np.concatenate([chunk[np.argsort(-lengths[chunk], kind='stable')]
+                         for chunk in np.split(order, range(size, n, size))])
+
+
+def length_grouped_batches(arrays: dict[str, np.ndarray], batch_size: int,
+                           lengths: np.ndarray, sequence_keys: tuple[str, ...], *,
+                           seed: int, epoch: int, multiple: int = 8) -> Counted:
+  """`epoch_batches` in `length_grouped_order`, each batch's `sequence_keys` arrays cut
+  along axis 1 to its longest real row's length (`lengths`) rounded up to `multiple`."""
+  n = len(lengths)
+  width = next(iter(arrays.values())).shape[1]
+
+  def cut(batch, idx, real):
+    keep = min(-(-int(lengths[idx[:real]].max()) // multiple) * multiple, width)
+    return {k: v[:, :keep] if k in sequence_keys else v for k, v in batch.items()}
+
+  order = length_grouped_order(lengths, batch_size, seed=seed, epoch=epoch)
+  return Counted(_batches(arrays, batch_size, order, cut), num_batches(n, batch_size))
+
+
+def _batches(arrays: dict[str, np.ndarray], batch_size: int, order: np.ndarray,
+             cut: Callable | None = None) -> Iterator[dict[str, np.ndarray]]:
   for b in range(num_batches(len(order), batch_size)):
     idx = order[b * batch_size:(b + 1) * batch_size]
+    real = len(idx)
     w = np.ones(batch_size, np.float32)
-    if len(idx) < batch_size:
-      w[len(idx):] = 0.0
-      idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
+    if real < batch_size:
+      w[real:] = 0.0
+      idx = np.concatenate([idx, np.zeros(batch_size - real, idx.dtype)])
     batch = {k: v[idx] for k, v in arrays.items()}
     batch['w'] = w
-    yield batch
+    yield batch if cut is None else cut(batch, idx, real)

@@ -60,6 +60,7 @@ class Task(abc.ABC):
   name: ClassVar[str] = 'task'
   capabilities: ClassVar[frozenset[str]] = frozenset()
   keys: ClassVar[tuple[str, ...]] = ('x',)          # batch arrays the task reads
+  sequence_keys: ClassVar[tuple[str, ...]] = ()     # arrays a batch may cut along axis 1
   metric_columns: ClassVar[dict[str, tuple[str, str]]] = {}   # column -> (split, evaluator)
   table_metrics: ClassVar[tuple[str, ...]] = ()     # columns of the results table
   gap_metrics: ClassVar[tuple[str, ...]] = ()       # Avg. Gap: mean |metric − oracle| over these
@@ -110,6 +111,12 @@ class Task(abc.ABC):
   def head_targets(self, batch: dict) -> jax.Array:
     """Float targets [N, outputs] of a least-squares head (LINEAR_HEAD tasks)."""
     raise MuJaxError(f'The {self.name} task has no least-squares head targets.')
+
+  def lengths(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Per-example lengths along axis 1 of `sequence_keys` past which nothing changes the
+    example's loss, so a batch may be cut to its longest; None where examples have one
+    fixed shape."""
+    return None
 
   # --- shared ---------------------------------------------------------------
   def mean_loss(self, outputs: jax.Array, batch: dict, weights: jax.Array | None = None):

@@ -17,6 +17,7 @@ import dataclasses
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mu_jax.errors import MuJaxError
 from mu_jax.tasks.base import Task, mean_of
@@ -37,6 +38,7 @@ class LanguageModel(Task):
   name = 'language_model'
   capabilities = frozenset()
   keys = ('x', 'm')
+  sequence_keys = ('x', 'm')
   metric_columns = {'F-NLL': ('forget', 'nll'), 'R-NLL': ('retain', 'nll'),
                     'T-NLL': ('test', 'nll')}
   table_metrics = ('F-NLL', 'R-NLL', 'T-NLL', 'MIA')
@@ -70,6 +72,13 @@ class LanguageModel(Task):
     return {'loss': jnp.sum(nll * m, -1) / jnp.maximum(tokens, 1.0),
             'nll_sum': jnp.sum(nll * m, -1), 'tokens': tokens,
             'token_accuracy': jnp.sum(hits * m, -1) / jnp.maximum(tokens, 1.0)}
+
+  def lengths(self, arrays):
+    """One past each row's last scored position: later tokens are padding or, under the
+    causal mask, reach no scored prediction."""
+    scored = np.asarray(arrays['m']) > 0
+    last = scored.shape[1] - np.argmax(scored[:, ::-1], axis=1)
+    return np.where(scored.any(axis=1), last, 1)
 
   def check_examples(self, examples, what):
     """Token rows no longer than the model's context; any shorter length is fine."""

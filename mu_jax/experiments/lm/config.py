@@ -15,7 +15,8 @@ from mu_jax.experiments import config_lib
 def _recipe(**values) -> ml_collections.ConfigDict:
   fields = dict(optimizer='adamw', learning_rate=1e-3, momentum=0.9, weight_decay=0.01,
                 schedule='linear', warmup_epochs=1, batch_size=32, epochs=1,
-                checkpoint_every=1, gradient_restriction=0.0, microbatch=0, decay_norms=False)
+                checkpoint_every=1, gradient_restriction=0.0, microbatch=0, decay_norms=False,
+                group_by_length=False)   # the HF Trainer's default
   return ml_collections.ConfigDict({**fields, **values})
 
 
