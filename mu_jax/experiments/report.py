@@ -138,7 +138,8 @@ def recipe_line(run: dict) -> str:
                 f"{base['learning_rate']:g}" if base else '')
   return (f"Model `{config['model']['name']}`" + (f' ({kwargs})' if kwargs else '') +
           pretrained + f"; {'fine-tuned' if base else 'trained'} with {train['optimizer']}, "
-          f"learning rate {train['learning_rate']:g}, batch {train['batch_size']}, "
+          f"learning rate {train['learning_rate']:g}, batch {train['batch_size']}"
+          f"{' grouped by length' if train.get('group_by_length') else ''}, "
           f"{train['epochs']} epochs; rows: {', '.join(sizes)}.")
 
 
