@@ -82,6 +82,8 @@ def define_flags() -> None:
   flags.DEFINE_string('out', None, 'Write the run as JSON here.')
   flags.DEFINE_string('page', None, 'Write the Markdown page here.')
   flags.DEFINE_string('from_json', None, 'Only remake --page from this JSON.')
+  flags.DEFINE_bool('reuse_freed_memory', True, "mu_jax's processes apply mu_jax.host_memory, "
+                    'as the mu-jax command does.')
 
 
 # ----------------------------------------------------------------------------- the JAX side
@@ -234,10 +236,14 @@ class JaxWorker:
     return {'gflops': 2 * size ** 3 / best / 1e9}
 
 
-def serve_jax(conn, data_path: str, mesh_spec: str) -> None:
-  """Answers (method, kwargs) requests on `conn` until it receives None."""
+def serve_jax(conn, data_path: str, mesh_spec: str, reuse_freed_memory: bool) -> None:
+  """Answers (method, kwargs) requests on `conn` until it receives None; first, before
+  JAX starts, applies `mu_jax.host_memory` as the `mu-jax` command does."""
+  from mu_jax import host_memory
+  reused = reuse_freed_memory and host_memory.reuse_freed_memory()
   import jax
-  workers.answer(conn, JaxWorker(data_path, mesh_spec), {'devices': jax.device_count()})
+  workers.answer(conn, JaxWorker(data_path, mesh_spec),
+                 {'devices': jax.device_count(), 'reuse_freed_memory': reused})
 
 
 def with_devices(devices: int, target, *args) -> Process:
@@ -399,6 +405,10 @@ def page(run: dict) -> str:
       f'parameters); one batch of {s["batch"]} random rows × {s["context"]} tokens, all scored '
       f'but the first; AdamW lr {s["learning_rate"]:g}, weight decay {s["weight_decay"]:g}; NPO β '
       f'{s["beta"]:g}; {s["steps"]} steps per call, {s["rounds"]} rounds.',
+      *([] if not s.get('reuse_freed_memory') else [
+          "mu_jax's processes keep XLA:CPU's per-step temporaries mapped "
+          '(`mu_jax.host_memory`, as the `mu-jax` command does); the torch process runs '
+          "with glibc's defaults, as a transformers user's does."]),
       '', '## Agreement with transformers (same weights, same batch)', '',
       '| check | mu_jax | transformers | max abs difference |', '|---|---|---|---|',
       f'| logits, first {AGREEMENT_ROWS} rows | | | {a["logits_max_abs_diff"]:.2e} |']
@@ -461,13 +471,15 @@ def main(argv):
     torch_proc = Process(hf_side.serve, data_path, setting['threads'])
     agreed = agreement(data_path, torch_proc)
     print(json.dumps(agreed, indent=1))
-    jax_proc = Process(serve_jax, data_path, 'data:1')
-    sharded = with_devices(setting['devices'], serve_jax, data_path, setting['sharded_mesh'])
+    jax_proc = Process(serve_jax, data_path, 'data:1', FLAGS.reuse_freed_memory)
+    sharded = with_devices(setting['devices'], serve_jax, data_path, setting['sharded_mesh'],
+                           FLAGS.reuse_freed_memory)
     assert sharded.hello['devices'] == setting['devices'], sharded.hello
     calls = rounds(setting, torch_proc, jax_proc, sharded)
     for proc in (torch_proc, jax_proc, sharded):
       proc.close()
-  run = {'provenance': runs.provenance(started), 'torch': torch_proc.hello, 'setting': setting,
+  run = {'provenance': runs.provenance(started), 'torch': torch_proc.hello,
+         'setting': {**setting, 'reuse_freed_memory': jax_proc.hello['reuse_freed_memory']},
          'agreement': agreed, 'calls': calls, 'summary': summary(setting, calls),
          'json_name': os.path.basename(FLAGS.out or 'lm_perf.json')}
   outputs.write(run, page(run), FLAGS.out, FLAGS.page)
