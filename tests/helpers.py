@@ -2,6 +2,7 @@
 import os
 
 import jax
+import ml_collections
 import numpy as np
 
 from mu_jax.experiments import config_lib
@@ -45,3 +46,11 @@ def accuracy(logits, labels) -> float:
   if len(labels) == 0:
     return float('nan')
   return float(100.0 * np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))
+
+
+def recipe(**overrides) -> ml_collections.ConfigDict:
+  """A training recipe (SGD with momentum, cosine schedule) with `overrides`."""
+  cfg = dict(optimizer='sgd', learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+             schedule='cosine', batch_size=32, epochs=3, checkpoint_every=1)
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)

@@ -1,6 +1,5 @@
 """Length-grouped batches (train.group_by_length): HF's order, cut widths, unchanged losses."""
 import jax
-import ml_collections
 import numpy as np
 import optax
 from absl.testing import absltest
@@ -12,6 +11,7 @@ from mu_jax.errors import MuJaxError
 from mu_jax.models import create_model
 from mu_jax.tasks import create_task
 from mu_jax.train import make_train_step, state_from, train_model
+from tests import helpers
 
 VOCAB, WIDTH = 64, 40
 
@@ -91,10 +91,9 @@ class CutBatchTest(absltest.TestCase):
 
 
 def recipe(**overrides):
-  return ml_collections.ConfigDict({**dict(
-      optimizer='adamw', learning_rate=1e-2, momentum=0.0, weight_decay=0.0,
-      schedule='constant', batch_size=8, epochs=2, checkpoint_every=1,
-      group_by_length=True), **overrides})
+  return helpers.recipe(**{**dict(optimizer='adamw', learning_rate=1e-2, momentum=0.0,
+                                  weight_decay=0.0, schedule='constant', batch_size=8,
+                                  epochs=2, group_by_length=True), **overrides})
 
 
 class TrainModelTest(absltest.TestCase):

@@ -2,7 +2,6 @@
 
 import chex
 import jax
-import ml_collections
 import numpy as np
 from absl.testing import absltest
 
@@ -15,11 +14,7 @@ from mu_jax.train import init_state, make_train_step, optimizer_from_config, tra
 from tests import helpers
 
 
-def recipe(**overrides):
-  cfg = dict(optimizer='sgd', learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-             schedule='cosine', batch_size=32, epochs=3, checkpoint_every=1)
-  cfg.update(overrides)
-  return ml_collections.ConfigDict(cfg)
+recipe = helpers.recipe
 
 
 def assert_trees_close(a, b, **kw):
