@@ -29,8 +29,9 @@ _NEVER_TRIM = 2 ** 31 - 1   # the largest value mallopt takes, in bytes
 def _backend_started() -> bool:
   if 'jax' not in sys.modules:
     return False
-  from jax._src import xla_bridge
-  return xla_bridge.backends_are_initialized()
+  from jax._src import xla_bridge   # no public API says whether the backend started
+  started = getattr(xla_bridge, 'backends_are_initialized', None)
+  return started() if started else True   # unknown: assume it has, and change nothing
 
 
 def reuse_freed_memory() -> bool:
