@@ -1,6 +1,13 @@
-"""Unlearning methods behind one interface, chosen by name."""
+"""Unlearning methods behind one interface, chosen by name.
+
+Every method built on `gradient_method` (without a weight mask of its own) also
+takes the LoRA hyper-parameters `lora.DEFAULTS`: with `lora_rank` > 0 it trains
+rank-r adapters on the frozen weights (`mu_jax.lora`).
+"""
+import functools
 import inspect
 
+from mu_jax import lora
 from mu_jax.errors import MuJaxError
 from mu_jax.methods import acu
 from mu_jax.methods import baselines
@@ -40,8 +47,19 @@ METHODS.register('blindspot')(blindspot.blindspot)
 
 
 def method_defaults(name: str) -> dict:
-  """The keyword defaults of method `name`'s factory: its hyper-parameters."""
-  return {k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items()}
+  """The keyword defaults of method `name`'s factory: its hyper-parameters (with the LoRA
+  ones for a method that can train adapters)."""
+  factory = {k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items()}
+  return {**factory, **lora.DEFAULTS} if adaptable(name) else factory
+
+
+@functools.cache
+def adaptable(name: str) -> bool:
+  """Whether method `name` trains through `gradient_method`, without a mask of its own,
+  so it can train LoRA adapters instead (found by building it with its defaults)."""
+  with lora.low_rank(None) as record:
+    METHODS.get(name)()
+  return bool(record.built) and all(record.built)
 
 
 def create_method(name: str, **hparams) -> Method:
@@ -51,4 +69,9 @@ def create_method(name: str, **hparams) -> Method:
   if unknown:
     raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
                      f'valid: {", ".join(sorted(valid))}.')
-  return METHODS.get(name)(**hparams)
+  adapters = {k: hparams.pop(k) for k in lora.DEFAULTS if k in hparams}
+  if not adapters.get('lora_rank'):
+    return METHODS.get(name)(**hparams)
+  spec = lora.spec_of(*({**lora.DEFAULTS, **adapters}[k] for k in lora.DEFAULTS))
+  with lora.low_rank(spec):
+    return METHODS.get(name)(**hparams)

@@ -27,6 +27,11 @@ perturbed whole under either scope. ρ and the scope are `sam_rho` and
 `sharpness_aware(ρ, scope)` block, so a wrapper can make any method built on
 `gradient_method` sharpness-aware (`mu_jax.methods.smooth`).
 
+Built inside a `lora.low_rank(spec)` block, the method trains low-rank adapters
+(`mu_jax.lora`) on the frozen weights instead of the weights themselves: the
+state's `params` are the adapters, the loss sees the merged weights, and the
+result is the merged model; its report adds the count of trainable numbers.
+
 The learning rate is constant, or (`schedule='linear'`) the Hugging Face
 Trainer's linear schedule: warm-up over `warmup_epochs` epochs of the stream,
 then linear decay to 0 at the last step (`optim.linear_warmup_decay`). It
@@ -41,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mu_jax import lora
 from mu_jax.data.batching import num_batches
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import Context, Method, Stream
@@ -76,6 +82,7 @@ class GradientState(NamedTuple):
   rng: jax.Array
   aux: Any = None       # make_aux(ctx, variables), or None
   horizon: Any = None   # int32 [warm-up steps, total steps] of a 'linear' schedule, or None
+  frozen: Any = None    # with LoRA: the frozen weights the adapters `params` add to
 
 
 class LossContext(NamedTuple):
@@ -188,6 +195,7 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
                    make_optimizer(optimizer, learning_rate, total_steps=1, momentum=momentum,
                                   weight_decay=weight_decay, decay_mask=decay_mask),
                    keep_trainable())
+  adapters = lora.building(masked=make_mask is not None)
   enclosing = _SHARPNESS.get()
   if enclosing is not None:
     enclosing.built.append(loss_fn)
@@ -196,6 +204,10 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
 
   def prepare(ctx: Context, variables: dict) -> GradientState:
     params, model_state = split_variables(jax.tree.map(jnp.copy, variables))
+    frozen = None
+    if adapters:
+      frozen, params = lora.INITS[adapters.init](ctx, variables, adapters,
+                                                 jax.random.PRNGKey(ctx.seed))
     mask = make_mask(ctx, variables) if make_mask else None
     aux = make_aux(ctx, variables) if make_aux else None
     horizon = None
@@ -203,14 +215,19 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
       steps = stream_steps(ctx, stream)
       horizon = jnp.array([warmup_epochs * steps, stream.epochs * steps], jnp.int32)
     return GradientState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params),
-                         mask, jax.random.PRNGKey(ctx.seed), aux, horizon)
+                         mask, jax.random.PRNGKey(ctx.seed), aux, horizon, frozen)
+
+  def weights(state: GradientState, params):
+    """The model's params: `params`, or the frozen ones with the adapters `params` merged."""
+    return lora.merge(state.frozen, params, adapters.scale) if adapters else params
 
   def update(task: Task, state: GradientState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     extra = (LossContext(state.step, state.aux),) if make_aux else ()
 
     def objective(params):
-      return loss_fn(task, merge_variables(params, state.model_state), batch, rng, *extra)
+      return loss_fn(task, merge_variables(weights(state, params), state.model_state), batch,
+                     rng, *extra)
 
     (loss, new_model_state), grads = step_gradient(objective, state.params, state.mask,
                                                    sam_rho, sam_scope)
@@ -225,6 +242,7 @@ def gradient_method(loss_fn: LossFn, *, stream: Stream, learning_rate: float,
     return new_state, {'loss': loss}
 
   def result(state: GradientState) -> dict:
-    return merge_variables(state.params, state.model_state)
+    return merge_variables(weights(state, state.params), state.model_state)
 
-  return Method(prepare, update, result, stream)
+  report = (lambda state: {'trainable': lora.count(state.params)}) if adapters else None
+  return Method(prepare, update, result, stream, report=report)
