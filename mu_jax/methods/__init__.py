@@ -16,8 +16,12 @@ from mu_jax.methods import boundary
 from mu_jax.methods import distill
 from mu_jax.methods import dmm
 from mu_jax.methods import iau
+from mu_jax.methods import idk
+from mu_jax.methods import ihl
 from mu_jax.methods import npo
+from mu_jax.methods import rmu
 from mu_jax.methods import salun
+from mu_jax.methods import simnpo
 from mu_jax.methods import smooth
 from mu_jax.methods import sparse
 from mu_jax.methods import ssd
@@ -44,13 +48,25 @@ METHODS.register('boundary_shrink')(boundary.boundary_shrink)
 METHODS.register('boundary_expand')(boundary.boundary_expand)
 METHODS.register('smooth')(smooth.smooth)
 METHODS.register('blindspot')(blindspot.blindspot)
+METHODS.register('grad_diff')(baselines.grad_diff)
+METHODS.register('simnpo')(simnpo.simnpo)
+METHODS.register('idk_dpo')(idk.idk_dpo)
+METHODS.register('idk_nll')(idk.idk_nll)
+METHODS.register('flat')(idk.flat)
+METHODS.register('ihl')(ihl.ihl)
+METHODS.register('rmu')(rmu.rmu)
+
+# Methods whose papers train LoRA adapters by default: their own `lora_*` defaults.
+ADAPTER_DEFAULTS = {'ihl': ihl.ADAPTERS}
 
 
 def method_defaults(name: str) -> dict:
   """The keyword defaults of method `name`'s factory: its hyper-parameters (with the LoRA
   ones for a method that can train adapters)."""
   factory = {k: p.default for k, p in inspect.signature(METHODS.get(name)).parameters.items()}
-  return {**factory, **lora.DEFAULTS} if adaptable(name) else factory
+  if not adaptable(name):
+    return factory
+  return {**factory, **lora.DEFAULTS, **ADAPTER_DEFAULTS.get(name, {})}
 
 
 @functools.cache
@@ -69,9 +85,9 @@ def create_method(name: str, **hparams) -> Method:
   if unknown:
     raise MuJaxError(f'Method {name!r} has no hyper-parameter {unknown[0]!r}; '
                      f'valid: {", ".join(sorted(valid))}.')
-  adapters = {k: hparams.pop(k) for k in lora.DEFAULTS if k in hparams}
-  if not adapters.get('lora_rank'):
+  adapters = {k: hparams.pop(k, valid.get(k)) for k in lora.DEFAULTS}
+  if not adapters['lora_rank']:
     return METHODS.get(name)(**hparams)
-  spec = lora.spec_of(*({**lora.DEFAULTS, **adapters}[k] for k in lora.DEFAULTS))
+  spec = lora.spec_of(*(adapters[k] for k in lora.DEFAULTS))
   with lora.low_rank(spec):
     return METHODS.get(name)(**hparams)

@@ -1,4 +1,5 @@
-"""The first baselines: fine-tuning (ft), gradient ascent (ga), random labels (rl).
+"""The first baselines: fine-tuning (ft), gradient ascent (ga), random labels (rl), and
+gradient difference (grad_diff, the LLM-unlearning baseline: ga plus retain loss).
 
 Defaults are the CIFAR-10 / ResNet-18 settings of the Unlearn-Sparse and
 SalUn reference scripts (Jia et al. 2023, arXiv:2304.04934; Fan et al. 2024,
@@ -12,7 +13,9 @@ import numpy as np
 
 from mu_jax.errors import MuJaxError
 from mu_jax.methods.base import Context, Method, Stream
-from mu_jax.methods.gradient import gradient_method
+from mu_jax.methods.gradient import LossContext, LossTerms, gradient_method
+from mu_jax.methods.paired import aux_maker, retain_nll
+from mu_jax.optim import decayed_weights
 from mu_jax.tasks import CLASS_LABELS
 
 MOMENTUM = 0.9        # Unlearn-Sparse `arg_parser.py` --momentum
@@ -132,3 +135,30 @@ def rl(*, learning_rate: float = 0.013,  # SalUn README (RL, CIFAR-10 10%): --un
                          learning_rate=learning_rate, momentum=momentum,
                          weight_decay=weight_decay)._replace(batches=batches,
                                                              requires=(CLASS_LABELS,))
+
+
+def grad_diff(*, learning_rate: float = 1e-5,   # open-unlearning tofu/default.yaml: 1e-5
+              epochs: int = 10,                 # open-unlearning tofu/default.yaml: 10 epochs
+              batch_size: int = 32,             # open-unlearning tofu_unlearn.sh: 4 x 4 x 2 GPUs
+              forget_weight: float = 1.0,       # open-unlearning GradDiff.yaml: gamma 1.0
+              retain_weight: float = 1.0,       # open-unlearning GradDiff.yaml: alpha 1.0
+              weight_decay: float = 0.01,       # open-unlearning tofu/default.yaml: 0.01
+              warmup_epochs: int = 1) -> Method:   # open-unlearning tofu/default.yaml: 1.0
+  """Gradient difference (open-unlearning `GradDiff`): γ·(−loss on D_f) + α·loss on D_r.
+
+  Each forget row is paired with a random retain row (`paired`); AdamW without decay
+  on norms, the HF linear schedule, as its TOFU trainer runs.
+  """
+
+  def loss_fn(task, variables, batch, rng, extra: LossContext):
+    outputs, model_state = task.apply(variables, batch, True)
+    forget = -forget_weight * task.mean_loss(outputs, batch)
+    kept, model_state = retain_nll(task, {**variables, **model_state}, extra, batch, rng)
+    return LossTerms(forget, retain_weight * kept), model_state
+
+  return gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
+                         learning_rate=learning_rate, optimizer='adamw',
+                         weight_decay=weight_decay,
+                         make_aux=aux_maker(reference=False, retain=True),
+                         decay_mask=decayed_weights, schedule='linear',
+                         warmup_epochs=warmup_epochs)

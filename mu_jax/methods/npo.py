@@ -2,9 +2,9 @@
 arXiv:2404.05868; official code licong-lin/negative-preference-optimization),
 for any task.
 
-With log π_θ(y|x) = −ℓ_θ(x, y), the task's per-example loss negated (the
-true-class log-probability of a classifier, the summed answer-token
-log-likelihood of a language model), and π_ref the original model's (frozen,
+With log π_θ(y|x) = −`Task.sequence_nll` (the true-class log-probability of a
+classifier, the summed answer-token log-likelihood of a language model, as
+open-unlearning's `compute_batch_nll`), and π_ref the original model's (frozen,
 eval mode), the forget loss is
 
   L_NPO = (2/β) · E_{D_f} log(1 + (π_θ(y|x)/π_ref(y|x))^β),
@@ -31,9 +31,9 @@ cycles); the two agree whenever the batch divides |D_f|.
 import jax
 import jax.numpy as jnp
 
-from mu_jax import sharding
-from mu_jax.methods.base import Context, Method, Stream
+from mu_jax.methods.base import Method, Stream
 from mu_jax.methods.gradient import LossContext, LossTerms, gradient_method
+from mu_jax.methods.paired import aux_maker, retain_nll
 from mu_jax.optim import decayed_weights
 
 
@@ -59,30 +59,20 @@ def npo(*, learning_rate: float = 1e-5,  # official config/forget.yaml: lr 1e-5
         warmup_epochs: int = 1) -> Method:
   """NPO on the forget set plus retain-set cross-entropy (NPO+RT)."""
 
-  def make_aux(ctx: Context, variables: dict) -> dict:
-    aux = {'ref': variables}
-    if retain_weight:
-      aux['retain'] = ctx.retain.arrays()
-    return sharding.replicate(aux, ctx.mesh)
-
   def loss_fn(task, variables, batch, rng, extra: LossContext):
     outputs, model_state = task.apply(variables, batch, True)
     ref_outputs, _ = task.apply(extra.aux['ref'], batch, False)
-    forget = npo_weight * npo_loss(task.losses(outputs, batch), task.losses(ref_outputs, batch),
-                                   batch['w'], beta)
+    forget = npo_weight * npo_loss(task.sequence_nll(outputs, batch),
+                                   task.sequence_nll(ref_outputs, batch), batch['w'], beta)
     if not retain_weight:
       return forget, model_state
-    retain = extra.aux['retain']
-    n = batch['w'].shape[0]
-    rows = jax.random.randint(rng, (n,), 0, jax.tree.leaves(retain)[0].shape[0])
-    retain_batch = jax.tree.map(lambda a: a[rows], retain)
-    retain_outputs, model_state = task.apply({**variables, **model_state}, retain_batch, True)
-    kept = retain_weight * task.mean_loss(retain_outputs, retain_batch, batch['w'])
-    return LossTerms(forget, kept), model_state
+    kept, model_state = retain_nll(task, {**variables, **model_state}, extra, batch, rng)
+    return LossTerms(forget, retain_weight * kept), model_state
 
   return gradient_method(loss_fn, stream=Stream('forget', epochs, batch_size),
                          learning_rate=learning_rate, optimizer=optimizer,
-                         weight_decay=weight_decay, make_aux=make_aux,
+                         weight_decay=weight_decay,
+                         make_aux=aux_maker(reference=True, retain=bool(retain_weight)),
                          # official: HF Trainer.get_decay_parameter_names (no decay on
                          # ALL_LAYERNORM_LAYERS or "bias" parameters)
                          decay_mask=decayed_weights, schedule=schedule,

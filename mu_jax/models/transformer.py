@@ -241,8 +241,17 @@ def model_functions(cfg: TransformerConfig) -> tuple:
     h, _ = module.apply(variables, x, jnp.arange(x.shape[1])[None], method=Transformer.hidden)
     return h.astype(jnp.float32)
 
+  def activations(variables, x, train):
+    """(logits, {}, [the residual stream after each block, [N, L, d_model]])."""
+    del train
+    is_block = lambda m, method: isinstance(m, Block) and method == '__call__'
+    logits, state = module.apply(variables, x, capture_intermediates=is_block,
+                                 mutable=['intermediates'])
+    taps = state['intermediates']
+    return logits, {}, [taps[f'block_{i}']['__call__'][0][0] for i in range(cfg.num_layers)]
+
   decoding.register_decoder(apply, decoder(module))
-  return init, apply, penultimate, None
+  return init, apply, penultimate, activations
 
 
 def decoder(module: Transformer) -> decoding.Decoder:

@@ -7,6 +7,7 @@ that owns the model and says what a batch means:
   apply(variables, batch, train) -> (outputs, new_model_state)
   losses(outputs, batch) -> [N]              the per-example loss every gradient
                                               method, Fisher and HVP is written on
+  sequence_nll(outputs, batch) -> [N]        −log p(target | input), unnormalised
   statistics(outputs, batch) -> {name: [N]}  per-example prediction statistics
   evaluators {name: stats -> float}          e.g. accuracy, mse, mae
   summarize(stats per split) -> metrics      the task's table row (and its MIA)
@@ -44,6 +45,7 @@ from mu_jax.models import Model
 CLASS_LABELS = 'class labels'     # integer labels in [0, num_classes), softmax outputs
 LINEAR_HEAD = 'a final linear layer'   # features(variables, batch) and a Dense 'head'
 INPUT_RANGE = 'an input range'    # bounded continuous inputs (images), for adversarial steps
+TOKENS = 'next-token logits'      # outputs [N, L, V] over token rows 'x', scored where 'm' says
 
 Apply = Callable[[Any, dict, bool], tuple[jax.Array, dict]]
 
@@ -107,6 +109,11 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def statistics(self, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:
     """Per-example prediction statistics {name: [N]}, 'loss' among them."""
+
+  def sequence_nll(self, outputs: jax.Array, batch: dict) -> jax.Array:
+    """−log p(target | input) per example [N]: the per-example loss, except where that is
+    normalised (a language model's summed answer-token NLL; NPO and DPO are written on it)."""
+    return self.losses(outputs, batch)
 
   def head_targets(self, batch: dict) -> jax.Array:
     """Float targets [N, outputs] of a least-squares head (LINEAR_HEAD tasks)."""

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax.errors import MuJaxError
-from mu_jax.tasks.base import Task, mean_of
+from mu_jax.tasks.base import TOKENS, Task, mean_of
 
 
 def token_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -36,7 +36,7 @@ class LanguageModel(Task):
   vocab_size: int = 2
 
   name = 'language_model'
-  capabilities = frozenset()
+  capabilities = frozenset({TOKENS})
   keys = ('x', 'm')
   sequence_keys = ('x', 'm')
   metric_columns = {'F-NLL': ('forget', 'nll'), 'R-NLL': ('retain', 'nll'),
@@ -63,6 +63,10 @@ class LanguageModel(Task):
     chex.assert_rank(outputs, 3)                  # logits [N, L, V]
     m = batch['m'].astype(jnp.float32)
     return jnp.sum(token_nll(outputs, batch['x']) * m, -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
+
+  def sequence_nll(self, outputs, batch):
+    """The summed NLL of the scored tokens (open-unlearning `compute_batch_nll`)."""
+    return jnp.sum(token_nll(outputs, batch['x']) * batch['m'].astype(jnp.float32), -1)
 
   def statistics(self, outputs, batch):
     m = batch['m'].astype(jnp.float32)

@@ -118,7 +118,7 @@ def check_vocabulary(task: Task, tokenizer) -> None:
 
 def request_context(setting: LMSetting) -> Context:
   data = setting.data
-  return Context(setting.task, data.train.take(data.forget_idx), data.train.take(data.retain_idx),
+  return Context(setting.task, data.request(data.forget_idx), data.request(data.retain_idx),
                  setting.mesh, setting.config.seed,
                  cache_dir=os.path.join(setting.target.directory, 'statistics'),
                  forget_ids=data.forget_idx, retain_ids=data.retain_idx)

@@ -11,6 +11,9 @@ text of the corpus, so each jitted step compiles once:
                 each author's passage in windows (MUSE's verbatim text); a
                 row's identity is its index here, as in the image benchmarks
   forget_idx    the rows of the split's forget authors (D_f); the rest is D_r
+  alternate     per train row, its question with a refusal as the answer ('xa',
+                'ma'; all-zero 'ma' for passage windows, which have no question):
+                the preferred answers of the IDK losses and FLAT's templates
   suite         the evaluation sets (`mu_jax.experiments.lm.suite.EvalSets`)
 """
 import os
@@ -55,6 +58,12 @@ class LMData(NamedTuple):
   forget_idx: np.ndarray
   retain_idx: np.ndarray
   suite: EvalSets
+  alternate: Examples      # 'xa', 'ma' per train row (module docstring)
+
+  def request(self, rows: np.ndarray) -> Examples:
+    """The train rows `rows` with their alternates, as unlearning methods see them."""
+    return self.train.take(rows).with_arrays(xa=self.alternate['xa'][rows],
+                                             ma=self.alternate['ma'][rows])
 
 
 def corpus_key(data_cfg) -> dict:
@@ -95,6 +104,16 @@ def qa_set(tokenizer: Tokenizer, qas, length: int) -> QASet:
           tokenizer, [text.format_prompt(q.question) for q in qas for _ in range(k)],
           [a for q in qas for a in q.perturbed_answers], length),
       answers=tuple(q.answer for q in qas))
+
+
+def alternate_rows(tokenizer: Tokenizer, qas, rows: int, length: int, seed: int) -> Examples:
+  """'xa', 'ma' for `rows` train rows whose first len(qas) are `qas`: each question with a
+  refusal answer (`text.refusal_answers`); the remaining rows (passages) score nothing."""
+  refused = qa_rows(tokenizer, qas, length, text.refusal_answers(len(qas), seed))
+  xa = np.full((rows, length), tokenizer.pad_id, np.int32)
+  ma = np.zeros((rows, length), np.float32)
+  xa[:len(qas)], ma[:len(qas)] = refused['x'], refused['m']
+  return Examples(xa=xa, ma=ma)
 
 
 def passage_windows(tokenizer: Tokenizer, passages, length: int) -> list[Examples]:
@@ -139,6 +158,8 @@ def load_lm_data(config, workdir: str, tokenizer=None) -> LMData:
               for a in trained]
   windows = passage_windows(tokenizer, [corpus.passages[a] for a in trained], length)
   train = concat(*qa_parts, *windows)
+  alternate = alternate_rows(tokenizer, [q.qa for q in corpus.author_qas(trained)], len(train),
+                             length, config.data.corpus_seed)
   owner = np.concatenate([np.full(len(part), a) for a, part in
                           zip(trained + trained, qa_parts + windows)])
   forget_idx = np.flatnonzero(np.isin(owner, forget_authors))
@@ -165,4 +186,4 @@ def load_lm_data(config, workdir: str, tokenizer=None) -> LMData:
                                zip(verbmem['x'], verbmem['p'], verbmem['m'])))
   return LMData(corpus, tokenizer, length,
                 text.lm_examples(tokenizer, corpus.pretraining_documents(), length),
-                train, forget_idx, retain_idx, suite)
+                train, forget_idx, retain_idx, suite, alternate)
