@@ -8,7 +8,7 @@ Pre-training, the target and the retain model are cached under the workdir, so
 every forget split after the first trains only its retain model.
 """
 from mu_jax.experiments import config_lib
-from mu_jax.experiments.lm.config import lm_config
+from mu_jax.experiments.lm.config import lm_config, set_lm_unlearning
 
 
 def _smoke(c):
@@ -32,4 +32,5 @@ def get_config(arg=None):
   # batches of similar lengths, each cut to its longest, train on a quarter fewer padded
   # positions with the same per-example losses; only the batches' make-up differs.
   c.train.group_by_length = True
+  set_lm_unlearning(c)
   return config_lib.finish(c, arg, smoke=_smoke)

@@ -3,7 +3,7 @@
   mu-jax benchmark --config=mu_jax.configs.tofu_tiny
 """
 from mu_jax.experiments import config_lib
-from mu_jax.experiments.lm.config import lm_config
+from mu_jax.experiments.lm.config import lm_config, set_lm_unlearning
 
 
 def get_config(arg=None):
@@ -23,4 +23,5 @@ def get_config(arg=None):
   c.lm.retain_eval_size = 16
   c.lm.utility_eval_size = 8
   c.eval.batch_size = 32
+  set_lm_unlearning(c)
   return config_lib.finish(c, arg)

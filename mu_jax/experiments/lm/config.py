@@ -10,6 +10,7 @@ model they both start from.
 import ml_collections
 
 from mu_jax.experiments import config_lib
+from mu_jax.models.transformer import SIZES
 
 
 def _recipe(**values) -> ml_collections.ConfigDict:
@@ -57,3 +58,30 @@ def lm_config() -> ml_collections.ConfigDict:
   # (Unlearn-Sparse's 1e-4 with SGD) leaves a model this size unchanged in 5 epochs.
   c.unlearn.ga = dict(learning_rate=1e-2, batch_size=32)
   return c
+
+
+# The LM methods' rates at this scale. Their papers unlearn a 7B model at its fine-tuning
+# rate (TOFU: 1e-5 both) or a fixed multiple of it (IHL with LoRA 1e-4: 10x; RMU 5e-5: 5x);
+# here the same multiples of this benchmark's fine-tuning rate (`c.train.learning_rate`).
+RATE_MULTIPLES = {'npo': 1.0, 'grad_diff': 1.0, 'simnpo': 1.0, 'idk_dpo': 1.0, 'idk_nll': 1.0,
+                  'flat': 1.0, 'ihl': 10.0, 'rmu': 5.0}
+
+
+def set_lm_unlearning(c: ml_collections.ConfigDict) -> None:
+  """Called by a config file once it has set the model and the fine-tuning recipe: sets each LM method's learning rate from `c.train.learning_rate` (`RATE_MULTIPLES`), and
+  RMU's layers: WMDP steers layer 7 of Zephyr's 32 and trains blocks 5-7's MLP outputs; here
+  the block at the same relative depth (7/32 of `num_layers`, rounded) and the two before it."""
+  for name, multiple in RATE_MULTIPLES.items():
+    c.unlearn[name] = ml_collections.ConfigDict(
+        dict(learning_rate=multiple * c.train.learning_rate))
+  layers = transformer_layers(c)
+  layer = round(7 / 32 * layers)
+  c.unlearn.rmu.layer = layer
+  c.unlearn.rmu.param_layers = ','.join(str(i) for i in range(max(layer - 2, 0), layer + 1))
+
+
+
+def transformer_layers(c: ml_collections.ConfigDict) -> int:
+  """The number of blocks of the config's transformer."""
+  kwargs = c.model.kwargs.to_dict()
+  return kwargs.get('num_layers', SIZES[kwargs.get('size', 'small')]['num_layers'])
