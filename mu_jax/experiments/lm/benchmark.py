@@ -26,7 +26,7 @@ from mu_jax import sharding
 from mu_jax.data import save_indices
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.experiments import config_lib, runs, validation
-from mu_jax.experiments.lm import suite
+from mu_jax.experiments.lm import forms, relearn, suite
 from mu_jax.experiments.lm.data import LMData, corpus_key, load_lm_data
 from mu_jax.experiments.results import atomic_write, write_results
 from mu_jax.experiments.setting import model_recipe, train_or_load
@@ -35,7 +35,7 @@ from mu_jax.models import Model, create_model
 from mu_jax.tasks import Task, create_task
 from mu_jax.train import Trained
 
-COLUMNS = ('method', *suite.COLUMNS, 'seconds', 'speed-up')
+COLUMNS = ('method', *suite.COLUMNS, *relearn.COLUMNS, *forms.COLUMNS, 'seconds', 'speed-up')
 
 
 class LMSetting(NamedTuple):
@@ -139,18 +139,26 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
   reference = suite.reference_stats(setting.task, setting.base.variables, data.suite,
                                     batch_size=config.eval.batch_size, mesh=setting.mesh)
   oracle = evaluate(setting.retain[0].variables)
+  split = relearn.split_forget(data.suite.forget)
+  probes = forms.form_probes(data.tokenizer,
+                             data.corpus.author_qas(data.corpus.forget_authors(config.forget)))
 
-  def row(name, measured, seconds, speed_up):
+  def row(name, variables, seconds, speed_up, measured=None):
+    measured = measured or evaluate(variables)
     values = suite.score(measured, data.suite, data.tokenizer, oracle=oracle,
                          reference=reference, k=lm.mink_k)
+    values |= relearn.relearn_scores(setting.task, variables, split, oracle, data.tokenizer,
+                                     data.suite, config=config, mesh=setting.mesh)
+    values |= forms.form_scores(setting.task, sharding.replicate(variables, setting.mesh),
+                                probes, data.tokenizer, batch_size=config.eval.batch_size,
+                                mesh=setting.mesh)
     logging.info('%s: %s', name, {k: round(v, 3) for k, v in values.items() if '/' not in k})
     return {'method': name, **values, 'seconds': seconds, 'speed-up': speed_up}
 
   retrain_seconds = setting.retain[0].train_seconds
-  rows = [row('target', evaluate(setting.target.variables), setting.target.train_seconds,
-              float('nan')),
-          row('retain', oracle, retrain_seconds, 1.0)]
-  rows += [row(f'retain (seed {config.seed + i})', evaluate(m.variables), m.train_seconds, 1.0)
+  rows = [row('target', setting.target.variables, setting.target.train_seconds, float('nan')),
+          row('retain', setting.retain[0].variables, retrain_seconds, 1.0, measured=oracle)]
+  rows += [row(f'retain (seed {config.seed + i})', m.variables, m.train_seconds, 1.0)
            for i, m in enumerate(setting.retain[1:], 1)]
   with runs.new_run(setting.request_dir, config) as run:
     ctx = request_context(setting)
@@ -162,7 +170,7 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
         logging.warning('%s', e)
         rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
         continue
-      rows.append(row(name, evaluate(out.variables), out.seconds, retrain_seconds / out.seconds)
+      rows.append(row(name, out.variables, out.seconds, retrain_seconds / out.seconds)
                   | {'steps': out.steps, **out.info})
       record = {'row': rows[-1], 'hparams': config_lib.method_hparams(config, name),
                 'forget': config.forget, 'forget_indices': 'forget_indices.npy'}

@@ -52,6 +52,8 @@ def lm_config() -> ml_collections.ConfigDict:
       verbmem_prefix=32,           # MUSE: the first 32 tokens of a passage as the prompt
       mink_k=0.4,                  # open-unlearning mia_min_k / min_k_plus_plus: k = 0.4
       retain_seeds=1,              # retain models (seeds seed, seed+1, ...); 2 checks the KS
+      relearn_steps=10,            # the relearning attack: "a few steps" (this library's choice)
+      relearn_batch=8,             # rows per relearning step (this library's choice)
   ))
   c.eval.batch_size = 64           # sequences per evaluation pass
   # Gradient ascent at this model's scale: TOFU's batch of 32; the image default rate

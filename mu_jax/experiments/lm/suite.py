@@ -85,8 +85,10 @@ def greedy(task, variables, examples: Examples, tokenizer, *, batch_size: int,
   return texts[:len(examples)]
 
 
-def _qa_set(task, variables, qa: QASet, tokenizer, *, batch_size, mesh, paraphrased: bool,
-            shape):
+def qa_set_pass(task, variables, qa: QASet, tokenizer, *, batch_size, mesh, paraphrased: bool,
+                shape):
+  """({answer_nll, perturbed_nll, paraphrased_nll, answers}, the answers' token statistics)
+  of one QA set."""
   run = functools.partial(token_pass, task, variables, batch_size=batch_size, mesh=mesh)
   answer = run(qa.answer)
   n = len(qa.answer)
@@ -109,9 +111,9 @@ def measure(task, variables, sets: EvalSets, tokenizer, *, batch_size: int, mesh
   variables = sharding.replicate(variables, mesh)
   out, forget_stats, shape = {}, None, generation_shape(sets)
   for name in QA_SETS:
-    out[name], stats = _qa_set(task, variables, getattr(sets, name), tokenizer,
-                               batch_size=batch_size, mesh=mesh,
-                               paraphrased=name in ('forget', 'retain'), shape=shape)
+    out[name], stats = qa_set_pass(task, variables, getattr(sets, name), tokenizer,
+                                    batch_size=batch_size, mesh=mesh,
+                                    paraphrased=name in ('forget', 'retain'), shape=shape)
     if name == 'forget':
       forget_stats = stats
   run = functools.partial(token_pass, task, variables, batch_size=batch_size, mesh=mesh)
