@@ -51,7 +51,7 @@ from mu_jax.influence import datamodels, trak
 from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.methods.gradient import GradientState, gradient_method
-from mu_jax.tasks import CLASS_LABELS
+from mu_jax.tasks import CLASS_LABELS, OUTPUT_VECTOR
 
 LEARNING_RATE = 5e-4     # reference `dm_matching`/`oracle_matching`: learning_rate=5e-4
 EPOCHS = 5               # reference: num_epochs=5
@@ -286,7 +286,10 @@ def dmm(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,
   method = matching_method(make_targets, learning_rate=learning_rate, epochs=epochs,
                            batch_size=batch_size, optimizer=optimizer,
                            retain_multiplier=retain_multiplier)
-  return method if datamodel else method._replace(requires=(CLASS_LABELS,))
+  # Linear datamodels fit one ridge regression per output of each row: a vector per example
+  # (classes, targets). A language model's row has length x vocabulary logits (56 x 2,048
+  # in the LM benchmark, ~115k per row), too many outputs to attribute this way.
+  return method._replace(requires=(OUTPUT_VECTOR,) if datamodel else (CLASS_LABELS,))
 
 
 def oracle_matching(*, learning_rate: float = LEARNING_RATE, epochs: int = EPOCHS,

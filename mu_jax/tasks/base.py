@@ -46,6 +46,7 @@ CLASS_LABELS = 'class labels'     # integer labels in [0, num_classes), softmax 
 LINEAR_HEAD = 'a final linear layer'   # features(variables, batch) and a Dense 'head'
 INPUT_RANGE = 'an input range'    # bounded continuous inputs (images), for adversarial steps
 TOKENS = 'next-token logits'      # outputs [N, L, V] over token rows 'x', scored where 'm' says
+OUTPUT_VECTOR = 'one output vector per example'   # outputs [N, C]: a linear datamodel per output
 
 Apply = Callable[[Any, dict, bool], tuple[jax.Array, dict]]
 

@@ -15,7 +15,7 @@ import dataclasses
 import chex
 import jax.numpy as jnp
 
-from mu_jax.tasks.base import LINEAR_HEAD, Task, mean_of
+from mu_jax.tasks.base import LINEAR_HEAD, OUTPUT_VECTOR, Task, mean_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Regression(Task):
   num_targets: int = 1
 
   name = 'regression'
-  capabilities = frozenset({LINEAR_HEAD})
+  capabilities = frozenset({LINEAR_HEAD, OUTPUT_VECTOR})
   keys = ('x', 'y')
   metric_columns = {
       'F-MSE': ('forget', 'mse'), 'R-MSE': ('retain', 'mse'), 'T-MSE': ('test', 'mse'),
