@@ -76,6 +76,9 @@ def set_lm_unlearning(c: ml_collections.ConfigDict) -> None:
   for name, multiple in RATE_MULTIPLES.items():
     c.unlearn[name] = ml_collections.ConfigDict(
         dict(learning_rate=multiple * c.train.learning_rate))
+  # NPO+SAM (Unlearn-Smooth) at NPO's rate here; ρ of its MUSE runs (run_muse_unlearn.sh:62).
+  c.unlearn.smooth = ml_collections.ConfigDict(dict(
+      rho=0.01, overrides=dict(learning_rate=RATE_MULTIPLES['npo'] * c.train.learning_rate)))
   layers = transformer_layers(c)
   layer = round(7 / 32 * layers)
   c.unlearn.rmu.layer = layer
