@@ -61,7 +61,7 @@ from mu_jax.data.batching import epoch_batches  # noqa: E402
 from mu_jax.influence import fisher  # noqa: E402
 from mu_jax.tasks import Classification  # noqa: E402
 from mu_jax.methods import (  # noqa: E402
-    METHODS, Context, create_method, method_defaults, run_method)
+    LM_METHODS, METHODS, Context, create_method, method_defaults, run_method)
 from mu_jax.methods import acu  # noqa: E402
 from mu_jax.models import Network, as_model, cnn, create_model, split_variables  # noqa: E402
 from mu_jax.train import (  # noqa: E402
@@ -480,7 +480,7 @@ def run_memory() -> None:
   if _delegate('memory', MALLOC_MMAP_THRESHOLD_=str(2**16)):
     return
   section('(5) peak memory of each method (peak RSS growth of a compiled run, MiB)')
-  names = _MEMORY_METHODS.value or METHODS.names()
+  names = _MEMORY_METHODS.value or [m for m in METHODS.names() if m not in LM_METHODS]
   setups = {'cnn': ('fashion_mnist_cnn', (28, 28, 1), 512, 64),
             'resnet18': ('cifar10_resnet18', (32, 32, 3), 256, 32)}
   rows = []

@@ -52,7 +52,7 @@ from mu_jax.evaluation.margins import Outputs, ensemble_outputs
 from mu_jax.evaluation.mia import mia_efficacy
 from mu_jax.evaluation.report import mia_note
 from mu_jax.files import atomic_write
-from mu_jax.methods import METHODS, Context, create_method
+from mu_jax.methods import LM_METHODS, METHODS, Context, create_method
 from mu_jax.tasks import CLASS_LABELS, requires
 from mu_jax.experiments.setting import build_task, model_recipe, request_slug
 
@@ -130,7 +130,8 @@ def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collection
 
   `arg` takes the base config's keys plus 'scenario' and 'num_models'. Unless
   'method(s)' is given, `methods` is every registered method but the DMM
-  family (which trains model ensembles inside each run). `smoke(config)`
+  family (which trains model ensembles inside each run) and the language-model
+  methods. `smoke(config)`
   shrinks the block when smoke=True. The base config's methods come first.
   """
   values = config_lib.parse_arg(arg, extra_keys=ARG_KEYS)
@@ -141,7 +142,8 @@ def make_config(base_file: str, arg: str | None, *, smoke=None) -> ml_collection
     config.rigorous = default_config()
     methods = config_lib.method_names(config)
     if not given:
-      methods += [m for m in METHODS.names() if m not in DMM_FAMILY and m not in methods]
+      methods += [m for m in METHODS.names()
+                  if m not in DMM_FAMILY + LM_METHODS and m not in methods]
     if config.smoke and smoke is not None:
       smoke(config)
     if given or not config.smoke:   # the command line wins over smoke's choice

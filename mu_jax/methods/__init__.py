@@ -56,6 +56,10 @@ METHODS.register('flat')(idk.flat)
 METHODS.register('ihl')(ihl.ihl)
 METHODS.register('rmu')(rmu.rmu)
 
+# The language-model methods (`mu_jax.experiments.lm`); any task that meets a method's
+# `requires` may use it, but image experiments do not list them by default.
+LM_METHODS = ('grad_diff', 'simnpo', 'idk_dpo', 'idk_nll', 'flat', 'ihl', 'rmu')
+
 # Methods whose papers train LoRA adapters by default: their own `lora_*` defaults.
 ADAPTER_DEFAULTS = {'ihl': ihl.ADAPTERS}
 
