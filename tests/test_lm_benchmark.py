@@ -135,3 +135,18 @@ def test_cli_refuses_an_unknown_split_in_one_line(tmp_path):
   assert done.stderr.strip().splitlines()[-1] == (
       "error: Unknown forget split 'x'; use one of forget01, forget05, forget10.")
   assert os.listdir(tmp_path) == []
+
+
+def test_sequential_requests_forget_each_split_s_new_authors_in_turn(tmp_path):
+  config = tiny('methods=ga,data.num_authors=50,lm.sequential=True')
+  result = run_benchmark(config, str(tmp_path))
+  rows = result['rows']
+  assert [(r['method'], r['request']) for r in rows] == [
+      (m, s) for m in ('target', 'ga') for s in ('forget01', 'forget05', 'forget10')]
+  # 50 trained authors: forget01, 05, 10 forget 1, 3 and 5 authors (4 QA and a passage
+  # window each), so the requests bring 1, 2 and 2 new authors.
+  assert [r['forget_rows'] for r in rows[3:]] == [5, 10, 10]
+  batch, epochs = config.unlearn.ga.batch_size, config.unlearn.ga.epochs
+  assert [r['steps'] for r in rows[3:]] == [epochs * -(-n // batch) for n in (5, 10, 10)]
+  with open(os.path.join(result['directory'], 'results.json')) as f:
+    assert json.load(f)['kind'] == 'lm_sequential'

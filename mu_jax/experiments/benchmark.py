@@ -22,6 +22,7 @@ from mu_jax import logs
 from mu_jax.data import save_indices
 from mu_jax.experiments import runs, validation
 from mu_jax.experiments.lm import benchmark as lm_benchmark
+from mu_jax.experiments.lm import sequential
 from mu_jax.experiments.results import atomic_write, mark_chance, write_results
 from mu_jax.methods import Context, create_method, run_method
 from mu_jax.tasks import TASKS, LanguageModel
@@ -79,7 +80,7 @@ def write_run(setting: Setting, rows: list[dict], run_dir: str, started: float) 
 def columns(config) -> tuple[str, ...]:
   """The results table's columns for the config's task."""
   if config.task == LanguageModel.name:
-    return lm_benchmark.COLUMNS
+    return sequential.COLUMNS if config.lm.sequential else lm_benchmark.COLUMNS
   return table_columns(TASKS.get(config.task))
 
 
@@ -89,6 +90,8 @@ def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) ->
   Returns {'rows': the rows, 'directory': the run folder they were written to}.
   """
   if config.task == LanguageModel.name:
+    if config.lm.sequential:
+      return sequential.run_sequential(config, workdir, methods)
     return lm_benchmark.run_lm_benchmark(config, workdir, methods)
   started = time.time()
   validation.check_config(config)

@@ -54,6 +54,7 @@ def lm_config() -> ml_collections.ConfigDict:
       retain_seeds=1,              # retain models (seeds seed, seed+1, ...); 2 checks the KS
       relearn_steps=10,            # the relearning attack: "a few steps" (this library's choice)
       relearn_batch=8,             # rows per relearning step (this library's choice)
+      sequential=False,            # True: methods serve forget01, 05, 10 in turn (MUSE)
   ))
   c.eval.batch_size = 64           # sequences per evaluation pass
   # Gradient ascent at this model's scale: TOFU's batch of 32; the image default rate
