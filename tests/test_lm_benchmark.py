@@ -13,7 +13,8 @@ from mu_jax.errors import MuJaxError
 from mu_jax.experiments import validation
 from mu_jax.experiments.benchmark import run_benchmark
 from mu_jax.experiments.lm import benchmark as lm_benchmark
-from mu_jax.experiments.lm import suite
+from mu_jax.experiments.lm import sequential, suite
+from mu_jax.experiments.lm.data import load_lm_data
 from mu_jax.experiments.setting import prepare_setting
 from mu_jax.models import Model
 from mu_jax.tasks import LanguageModel
@@ -143,10 +144,13 @@ def test_sequential_requests_forget_each_split_s_new_authors_in_turn(tmp_path):
   rows = result['rows']
   assert [(r['method'], r['request']) for r in rows] == [
       (m, s) for m in ('target', 'ga') for s in ('forget01', 'forget05', 'forget10')]
-  # 50 trained authors: forget01, 05, 10 forget 1, 3 and 5 authors (4 QA and a passage
-  # window each), so the requests bring 1, 2 and 2 new authors.
-  assert [r['forget_rows'] for r in rows[3:]] == [5, 10, 10]
+  # 50 trained authors: forget01, 05 and 10 forget 1, 3 and 5 authors, so the requests
+  # bring the rows of 1, 2 and 2 new authors.
+  sizes = [len(load_lm_data(sequential.split_config(config, s), str(tmp_path)).forget_idx)
+           for s in sequential.SEQUENCE]
+  new = [sizes[0], sizes[1] - sizes[0], sizes[2] - sizes[1]]
+  assert [r['forget_rows'] for r in rows[3:]] == new and min(new) > 0
   batch, epochs = config.unlearn.ga.batch_size, config.unlearn.ga.epochs
-  assert [r['steps'] for r in rows[3:]] == [epochs * -(-n // batch) for n in (5, 10, 10)]
+  assert [r['steps'] for r in rows[3:]] == [epochs * -(-n // batch) for n in new]
   with open(os.path.join(result['directory'], 'results.json')) as f:
     assert json.load(f)['kind'] == 'lm_sequential'

@@ -36,7 +36,10 @@ PAGE_NOTES = {
     'tofu': 'The corpus, the transformer and every column are described in '
             '[language_models.md](../language_models.md). `target` is fine-tuned on every '
             'author, `retain` (the oracle) on the retain authors only, both from one base '
-            'model pre-trained here; seconds are fine-tuning (or unlearning) wall time.',
+            'model pre-trained here; seconds are fine-tuning (or unlearning) wall time, '
+            'compilation included. Method rows unlearn the target with the rates of '
+            '[Unlearning methods on the benchmark]'
+            '(../language_models.md#unlearning-methods-on-the-benchmark).',
 }
 REFERENCES = ('original', 'retrain')   # rows that frame the methods, not entries
 HEADLINE = re.compile(r'(<!-- report: (\S+) (\S+)(?: (\S+))? -->\n).*?(<!-- end of report -->)',
