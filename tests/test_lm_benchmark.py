@@ -139,7 +139,9 @@ def test_cli_refuses_an_unknown_split_in_one_line(tmp_path):
 
 
 def test_sequential_requests_forget_each_split_s_new_authors_in_turn(tmp_path):
-  config = tiny('methods=ga,data.num_authors=50,lm.sequential=True')
+  config = tiny('methods=ga')
+  config.data.num_authors = 50   # forget01 needs at least 50 authors to hold one
+  config.lm.sequential = True
   result = run_benchmark(config, str(tmp_path))
   rows = result['rows']
   assert [(r['method'], r['request']) for r in rows] == [

@@ -176,7 +176,9 @@ def score(measured: Measured, sets: EvalSets, tokenizer, *, oracle: Measured,
       'VerbMem': muse.verbmem(measured.verbmem, sets.verbmem_references),
       'KnowMem F': muse.knowmem(forget['answers'], sets.forget.answers),
       'KnowMem R': muse.knowmem(retain['answers'], sets.retain.answers),
-      'PrivLeak': muse.privleak(*privacy),
+      # Undefined when the retain model tells every forget passage apart (MUSE-oriented AUC
+      # 0, e.g. a forget set of one passage): not a number, rather than a failed run.
+      'PrivLeak': muse.privleak(*privacy) if privacy[1] < 1.0 else float('nan'),
   }
   for attack, result in attacks.items():
     row[f'AUC {ATTACK_NAMES[attack]}'] = result['auc']
