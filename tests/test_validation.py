@@ -80,7 +80,8 @@ class CheckConfigTest(parameterized.TestCase):
        r"Model 'mlp' takes no keyword 'depth' \(config.model.kwargs.depth\); valid: hidden\."),
       ('method_keyword', 'unlearn.ft.lr', 1.0,
        r"Method 'ft' has no hyper-parameter 'lr' \(config.unlearn.ft.lr\); valid: batch_size, "
-       r'epochs, learning_rate, momentum, weight_decay\.'),
+       r'epochs, learning_rate, lora_alpha, lora_init, lora_rank, lora_targets, momentum, '
+       r'weight_decay\.'),
       ('unknown_model', 'model.name', 'mpl', r"Unknown model 'mpl'; valid names are: cnn, mlp"),
       ('forget_fraction', 'forget', 'random:1.5', r"'random:1.5' needs a fraction strictly"),
       ('forget_class', 'forget', 'class:x', r"'class:x' needs a whole-number class"),
@@ -127,7 +128,8 @@ class OverrideErrorTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ('method_keyword', 'unlearn.ft.lr', '1',
        "Method 'ft' has no hyper-parameter 'lr' (config.unlearn.ft.lr); valid: batch_size, "
-       'epochs, learning_rate, momentum, weight_decay.'),
+       'epochs, learning_rate, lora_alpha, lora_init, lora_rank, lora_targets, momentum, '
+       'weight_decay.'),
       ('model_keyword', 'model.kwargs.depth', '3',
        "Model 'mlp' takes no keyword 'depth' (config.model.kwargs.depth); valid: hidden."),
       ('unknown_method', 'unlearn.fx.epochs', '1',
