@@ -78,14 +78,14 @@ def fisher_importance(ctx: Context, variables: dict, paths, batch_size: int) -> 
     return {path: jnp.square(flat[path]) * tokens for path in paths}, tokens
 
   sums = {'f': None, 'r': None}
-  counts = {'f': 0.0, 'r': 0.0}
+  counts = {'f': jnp.zeros(()), 'r': jnp.zeros(())}   # on device: no host sync per batch
   rng = jax.random.PRNGKey(ctx.seed)
   for i, batch in enumerate(ctx.batches('forget', batch_size)):
     paired = paired_retain(LossContext(0, retain), batch, jax.random.fold_in(rng, i))
     for side, rows in (('f', batch), ('r', paired)):
       grads, tokens = squared_grads(params, rows)
       sums[side] = grads if sums[side] is None else jax.tree.map(jnp.add, sums[side], grads)
-      counts[side] += float(tokens)
+      counts[side] = counts[side] + tokens
   return {path: (sums['f'][path] / counts['f']) / (FISHER_EPS + sums['r'][path] / counts['r'])
           for path in paths}
 
