@@ -13,9 +13,11 @@ Sections (numbered as in issue 4):
   scaling  (4) importance pass and training over 1, 2, 4, 8 devices, with the
            largest difference to 1 device (fake CPU devices share the same
            cores: this checks correctness; speed-ups need real devices)
-  memory   (5) peak memory of each method on the Fashion-MNIST CNN and the
-           ResNet-18 config (growth of the process's peak RSS during a second,
-           compiled run, so compilation is excluded; host RAM on a CPU)
+  memory   (5) peak memory and seconds of each method on the Fashion-MNIST CNN, the
+           ResNet-18 config and the default LM (the small transformer on a
+           forget05-sized request, with the LM benchmark's hyper-parameters):
+           growth of the process's peak RSS during a second, compiled run, so
+           compilation is excluded; host RAM on a CPU
   acu      (6) one ACU forget request (Woodbury downdate) vs refitting the
            ridge head on D_r from scratch, buffer widths 1024-8192
 
@@ -59,7 +61,7 @@ from mu_jax.analytic import ridge  # noqa: E402
 from mu_jax.data import Examples  # noqa: E402
 from mu_jax.data.batching import epoch_batches  # noqa: E402
 from mu_jax.influence import fisher  # noqa: E402
-from mu_jax.tasks import Classification  # noqa: E402
+from mu_jax.tasks import Classification, LanguageModel  # noqa: E402
 from mu_jax.methods import (  # noqa: E402
     LM_METHODS, METHODS, Context, create_method, method_defaults, run_method)
 from mu_jax.methods import acu  # noqa: E402
@@ -78,7 +80,8 @@ _ROWS = flags.DEFINE_integer('rows', 6400, 'Synthetic rows per timed pass or epo
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per figure; the fastest is kept.')
 _FISHER_ROWS = flags.DEFINE_integer('fisher_rows', 1280, 'Rows per pass in the fisher section.')
 _SSD_BATCH = flags.DEFINE_integer('ssd_batch', 64, 'Importance-pass batch size (SSD default).')
-_MEMORY_MODELS = flags.DEFINE_list('memory_models', ['cnn', 'resnet18'], 'Models for memory.')
+_MEMORY_MODELS = flags.DEFINE_list('memory_models', ['cnn', 'resnet18', 'transformer'],
+                                   'Models for memory.')
 _MEMORY_METHODS = flags.DEFINE_list('memory_methods', [], 'Methods for memory; default all.')
 _ENSEMBLE_MODELS = flags.DEFINE_integer(
     'memory_ensemble_models', 2, 'Ensemble size of dmm, dm_direct and oracle_matching in '
@@ -479,25 +482,23 @@ def run_memory() -> None:
   # allocation, so it runs in a child process of its own.
   if _delegate('memory', MALLOC_MMAP_THRESHOLD_=str(2**16)):
     return
-  section('(5) peak memory of each method (peak RSS growth of a compiled run, MiB)')
-  names = _MEMORY_METHODS.value or [m for m in METHODS.names() if m not in LM_METHODS]
-  setups = {'cnn': ('fashion_mnist_cnn', (28, 28, 1), 512, 64),
-            'resnet18': ('cifar10_resnet18', (32, 32, 3), 256, 32)}
+  section('(5) peak memory of each method (peak RSS growth of a compiled run, MiB) and the '
+          'seconds of that run (one epoch)')
   rows = []
   for model_name in _MEMORY_MODELS.value:
-    config_name, shape, n, n_forget = setups[model_name]
-    config = recipe(config_name)
-    model = create_model(model_name, 10, **config.model.kwargs.to_dict())
-    data = synthetic(n, shape)
-    task = Classification(model, shape, 10)
+    config, task, ctx = memory_request(model_name)
     variables = task.init(jax.random.key(0))
-    ctx = Context(task, data.take(slice(0, n_forget)), data.take(slice(n_forget, None)),
-                  sharding.make_mesh('data:1'), 0)
     size = sum(p.size * 4 for p in jax.tree.leaves(variables)) / 2**20
-    print(f'  {model_name}: {size:.1f} MiB of variables, {n} synthetic rows', flush=True)
+    print(f'  {model_name}: {size:.1f} MiB of variables, '
+          f'{len(ctx.forget) + len(ctx.retain)} synthetic rows', flush=True)
+    serves = lambda name: set(create_method(name).requires) <= task.capabilities
+    names = [m for m in _MEMORY_METHODS.value or METHODS.names()
+             if serves(m) and (model_name == 'transformer' or m not in LM_METHODS)]
     for name in names:
       # One epoch: peak memory does not depend on how many.
       hparams = {k: 1 for k in method_defaults(name) if k in ('epochs', 'ensemble_epochs')}
+      if model_name == 'transformer':   # the LM benchmark's rates, batches and layers
+        hparams = {**config_lib.method_hparams(config, name), **hparams}
       label = name
       if name in ENSEMBLE_METHODS:
         if model_name == 'resnet18':
@@ -518,6 +519,35 @@ def run_memory() -> None:
         rows.append((model_name, label, f'failed: {type(e).__name__}: {e}'[:80], ''))
       print(f'    {rows[-1]}', flush=True)
   table(('model', 'method', 'peak MiB', 'seconds'), rows)
+
+
+def memory_request(model_name: str):
+  """(config, task, synthetic request) of the memory section's model: 512 or 256 images
+  (64 or 32 to forget), or the default LM's forget05 request in shape (241 of 4,832 rows
+  of 56 tokens over 2,048 ids, scored from position 20, with refusal rows and 200
+  held-out rows)."""
+  mesh = sharding.make_mesh('data:1')
+  if model_name == 'transformer':
+    config = config_lib.load_config_file(os.path.join(ROOT, 'configs', 'tofu_lm.py'))
+    vocab, length, n, n_forget = 2048, 56, 4832, 241
+    rng = np.random.default_rng(0)
+    tokens = lambda count: rng.integers(1, vocab, (count, length)).astype(np.int32)
+    m = np.zeros((n + 200, length), np.float32)
+    m[:, 20:] = 1
+    data = Examples(x=tokens(n + 200), m=m, xa=tokens(n + 200), ma=m)
+    task = LanguageModel(create_model('transformer', vocab, **config.model.kwargs.to_dict()),
+                         (length,), vocab_size=vocab)
+    return config, task, Context(task, data.take(slice(0, n_forget)),
+                                 data.take(slice(n_forget, n)), mesh, 0,
+                                 holdout=data.take(slice(n, None)))
+  config_name, shape, n, n_forget = {'cnn': ('fashion_mnist_cnn', (28, 28, 1), 512, 64),
+                                     'resnet18': ('cifar10_resnet18', (32, 32, 3), 256, 32)
+                                     }[model_name]
+  config = recipe(config_name)
+  data = synthetic(n, shape)
+  task = Classification(create_model(model_name, 10, **config.model.kwargs.to_dict()), shape, 10)
+  return config, task, Context(task, data.take(slice(0, n_forget)),
+                               data.take(slice(n_forget, None)), mesh, 0)
 
 
 def _refit_gram(features, labels, buffer, gamma, chunk):

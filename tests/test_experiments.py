@@ -14,12 +14,14 @@ from mu_jax.methods import METHODS
 from tests import helpers
 
 
-def run(command: str, *args: str) -> subprocess.CompletedProcess:
-  """`python -m mu_jax <command> <args>` from the checkout."""
-  return subprocess.run(
-      [sys.executable, '-m', 'mu_jax', command, *args],
-      cwd=helpers.ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+def run(command: str, *args: str, own_cache: bool = False) -> subprocess.CompletedProcess:
+  """`python -m mu_jax <command> <args>` from the checkout; `own_cache`: with the CLI's own
+  compilation cache in the workdir, not the test session's (tests/conftest.py)."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  if own_cache:
+    env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  return subprocess.run([sys.executable, '-m', 'mu_jax', command, *args], cwd=helpers.ROOT,
+                        capture_output=True, text=True, timeout=600, env=env)
 
 
 def run_folders(request_dir: str) -> list[str]:
@@ -35,7 +37,7 @@ class BenchmarkTest(parameterized.TestCase):
     super().setUpClass()
     cls.workdir = tempfile.mkdtemp(prefix='bench-')
     cls.first = run('benchmark', '--config=mu_jax.configs.digits_mlp:smoke=True',
-                    f'--workdir={cls.workdir}')
+                    f'--workdir={cls.workdir}', own_cache=True)
     cls.request = os.path.join(cls.workdir, 'results', 'class-0')
     cls.results = os.path.realpath(os.path.join(cls.request, 'latest'))
     cls.first_json = open(os.path.join(cls.results, 'results.json')).read()
@@ -78,7 +80,7 @@ class BenchmarkTest(parameterized.TestCase):
     compiled = set(os.listdir(os.path.join(self.workdir, 'xla_cache')))
     self.assertNotEmpty(compiled)
     second = run('benchmark', '--config=configs/digits_mlp.py:smoke=True',
-                  f'--workdir={self.workdir}', '--config.methods=ft')
+                  f'--workdir={self.workdir}', '--config.methods=ft', own_cache=True)
     self.assertEqual(second.returncode, 0, second.stderr[-2000:])
     self.assertNotIn('original epoch', second.stderr)
     self.assertNotIn('oracle epoch', second.stderr)

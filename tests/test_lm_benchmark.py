@@ -41,7 +41,7 @@ def test_loss_is_the_mean_nll_of_the_scored_tokens():
   np.testing.assert_allclose(task.losses(logits, batch), [np.log(2.0)], rtol=1e-6)
   stats = task.statistics(logits, batch)
   np.testing.assert_allclose(stats['nll_sum'], [np.log(2.0)], rtol=1e-6)
-  assert stats['tokens'][0] == 1 and stats['token_accuracy'][0] == 1.0   # argmax is token 2
+  assert stats['tokens'][0] == 1 and stats['correct'][0] == 1.0   # argmax is token 2
 
 
 def test_the_benchmark_writes_target_retain_and_method_rows(run):

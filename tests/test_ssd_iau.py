@@ -307,6 +307,42 @@ class SSDTest(parameterized.TestCase):
     self.assertEqual([t['alpha'] for t in choice.trials], [5.0, 1.0])
 
 
+class GroupedSelectionTest(absltest.TestCase):
+
+  def test_group_split_holds_out_whole_groups_in_a_seeded_order(self):
+    groups = np.array([5, 5, 1, 1, 1, 2, 2, 3])
+    order, held = ssd_lib._group_split(groups, 3, seed=0)
+    names = np.random.default_rng(0).permutation([1, 2, 3, 5])
+    sizes = np.cumsum([np.sum(groups == g) for g in names])
+    taken = names[:int(np.searchsorted(sizes, 3)) + 1]   # until ≥ 3 rows
+    self.assertEqual(held, int(np.isin(groups, taken).sum()))
+    self.assertEqual(set(groups[order[:held]]), set(taken))
+    self.assertFalse(set(groups[order[:held]]) & set(groups[order[held:]]))
+    np.testing.assert_array_equal(np.sort(order), np.arange(8))
+    # Never every group: at least one is left to fit.
+    order, held = ssd_lib._group_split(np.array([0, 0, 1]), 3, seed=0)
+    self.assertLess(held, 3)
+    with self.assertRaisesRegex(MuJaxError, 'at least 2 groups'):
+      ssd_lib._group_split(np.zeros(4, int), 1, seed=0)
+
+  def test_select_alpha_serves_a_language_model_by_its_token_accuracy(self):
+    from mu_jax.models import create_model
+    from mu_jax.tasks import create_task
+    task = create_task('language_model', create_model('transformer', 16, size='tiny',
+                                                      max_len=8, num_layers=1), (8,), 16)
+    rng = np.random.default_rng(0)
+    m = np.zeros((24, 8), np.float32)
+    m[:, 3:] = 1
+    rows = Examples(x=rng.integers(1, 16, (24, 8)).astype(np.int32), m=m)
+    ctx = Context(task, rows.take(np.arange(8)), rows.take(np.arange(8, 24)),
+                  sharding.make_mesh('data:1'), seed=0)
+    choice = ssd_lib.select_alpha(task.init(jax.random.PRNGKey(0)), ctx,
+                                  target_forget_acc=100.0, alphas=(10.0,), retain_tolerance=100.0,
+                                  batch_size=8, groups=np.repeat([0, 1, 2, 3], 2))
+    self.assertEqual(choice.alpha, 10.0)
+    self.assertBetween(choice.trials[0]['retain_acc'], 0.0, 100.0)
+
+
 def numpy_mean_gradient(variables, split):
   gk, gb = lin.numpy_gradients('batch', variables, split['x'], split['y'],
                                np.ones(len(split['y'])))

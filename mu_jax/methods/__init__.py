@@ -15,6 +15,7 @@ from mu_jax.methods import blindspot
 from mu_jax.methods import boundary
 from mu_jax.methods import distill
 from mu_jax.methods import dmm
+from mu_jax.methods import eco
 from mu_jax.methods import iau
 from mu_jax.methods import idk
 from mu_jax.methods import ihl
@@ -55,10 +56,11 @@ METHODS.register('idk_nll')(idk.idk_nll)
 METHODS.register('flat')(idk.flat)
 METHODS.register('ihl')(ihl.ihl)
 METHODS.register('rmu')(rmu.rmu)
+METHODS.register('eco')(eco.eco)
 
 # The language-model methods (`mu_jax.experiments.lm`); any task that meets a method's
 # `requires` may use it, but image experiments do not list them by default.
-LM_METHODS = ('grad_diff', 'simnpo', 'idk_dpo', 'idk_nll', 'flat', 'ihl', 'rmu')
+LM_METHODS = ('grad_diff', 'simnpo', 'idk_dpo', 'idk_nll', 'flat', 'ihl', 'rmu', 'eco')
 
 # Methods whose papers train LoRA adapters by default: their own `lora_*` defaults.
 ADAPTER_DEFAULTS = {'ihl': ihl.ADAPTERS}

@@ -49,6 +49,9 @@ class Context(NamedTuple):
   # None: the rows are numbered in the 'union' stream's order, D_f first.
   forget_ids: np.ndarray | None = None
   retain_ids: np.ndarray | None = None
+  # Rows like the request's that the model never trained on (an LM's held-out authors),
+  # for methods that calibrate against never-seen data (ECO's noise target); None = none.
+  holdout: Examples | None = None
 
   def arrays(self, source: str) -> dict[str, np.ndarray]:
     """Host arrays of a stream; 'union' adds the flag 'f' (1 on forget rows)."""

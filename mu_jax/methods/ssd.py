@@ -37,7 +37,7 @@ from mu_jax.influence import fisher
 from mu_jax.methods import cache
 from mu_jax.methods.base import Context, Method, Stream
 from mu_jax.models import merge_variables, split_variables
-from mu_jax.tasks import CLASS_LABELS, requires
+from mu_jax.tasks import ACCURACY, CLASS_LABELS, requires
 
 SELECTION_WEIGHTING = 10.0   # α: official ResNet18 runs, forget_*_main.py selection_weighting 10
 DAMPENING_CONSTANT = 1.0     # λ: official ResNet18 runs, forget_*_main.py dampening_constant 1
@@ -221,7 +221,7 @@ def _correct(task, variables, batch) -> jax.Array:
   return jnp.sum(batch['w'] * task.statistics(outputs, batch)['correct'])
 
 
-def _accuracy(ctx: Context, variables, source: str, batch_size: int) -> float:
+def accuracy(ctx: Context, variables, source: str, batch_size: int) -> float:
   """Percent accuracy (eval mode) on `source`, summed on device."""
   correct = sum(_correct(ctx.task, variables, b)
                 for b in ctx.batches(source, batch_size, shuffle=False))
@@ -232,12 +232,26 @@ def _accuracy(ctx: Context, variables, source: str, batch_size: int) -> float:
 _dampen = jax.jit(dampen, static_argnames=('alpha', 'dampening'))
 
 
+def _group_split(groups: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, int]:
+  """(a row order whose first `held` rows are whole groups, held): groups in a seeded
+  order, taken until they hold at least `n_out` rows, leaving at least one group."""
+  names = np.random.default_rng(seed).permutation(np.unique(groups))
+  if len(names) < 2:
+    raise MuJaxError('select_alpha with groups needs at least 2 groups in D_f to hold one '
+                     'out; give it more, or no groups.')
+  sizes = np.array([np.sum(groups == g) for g in names])
+  taken = min(int(np.searchsorted(np.cumsum(sizes), n_out)) + 1, len(names) - 1)
+  out = np.flatnonzero(np.isin(groups, names[:taken]))
+  return np.concatenate([out, np.flatnonzero(~np.isin(groups, names[:taken]))]), len(out)
+
+
 def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
                  alphas: Sequence[float] = (100, 70, 50, 40, 30, 25, 20, 15, 10, 7, 5, 3, 2, 1),
                  retain_tolerance: float = 1.0, holdout_fraction: float = 0.2,
                  dampening_constant: float = DAMPENING_CONSTANT,
                  estimator: str = 'batch', layers: str = '', order: str = 'canonical',
-                 batch_size: int | None = None) -> AlphaSelection:
+                 batch_size: int | None = None,
+                 groups: np.ndarray | None = None) -> AlphaSelection:
   """The largest (most selective) α that forgets held-out D_f examples.
 
   Exactly: D_f is split by a permutation seeded with `ctx.seed` into a
@@ -259,8 +273,14 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   trial is returned.
   The held-out rows were never seen by the selection, so (a) measures whether
   the dampening generalises over D_f rather than fitting the rows it saw.
+  With `groups` (one id per D_f row, e.g. a language model's authors) the
+  held-out part is whole groups instead: the groups in a seeded order, taken
+  until they hold round(holdout_fraction·|D_f|) rows (at least one group, and
+  one left to fit), so (a) asks whether the dampening reaches entities it
+  never saw. Accuracy is the task's `correct` statistic (a language model's
+  token accuracy).
   """
-  requires(ctx.task, 'select_alpha', CLASS_LABELS)
+  requires(ctx.task, 'select_alpha', ACCURACY)
   _check_order(order, batch_size)
   d_pass, f_pass = passes(ctx, order, batch_size)
   n = len(ctx.forget)
@@ -272,6 +292,8 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
     raise MuJaxError(f'select_alpha needs at least 2 forget examples (got {n}) and '
                      f'0 < holdout_fraction < 1 (got {holdout_fraction}); change them.')
   split = np.random.default_rng(ctx.seed).permutation(n)
+  if groups is not None:
+    split, n_out = _group_split(np.asarray(groups), n_out, ctx.seed)
   held_out = ctx.forget.take(split[:n_out])
   fit_rows = split[n_out:] if order == 'canonical' else np.sort(split[n_out:])
   fit = ctx.forget.take(fit_rows)
@@ -281,7 +303,7 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
   i_f = _importance(estimator, ctx._replace(forget=fit), variables, f_pass)
   eligible = eligible_leaves(params, layers)
   rows = d_pass.batch_size   # evaluation batches: any size gives the same counts
-  floor = _accuracy(ctx, variables, 'retain', rows) - retain_tolerance
+  floor = accuracy(ctx, variables, 'retain', rows) - retain_tolerance
   probe = ctx._replace(forget=held_out)
   trials = []
   for alpha in logs.progress(sorted(alphas, reverse=True), unit='alpha', desc='SSD α selection'):
@@ -289,8 +311,8 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
                                  dampening=float(dampening_constant))
     candidate = merge_variables(dampened, model_state)
     trials.append({'alpha': float(alpha), 'selected': int(_count(selected)),
-                   'forget_acc': _accuracy(probe, candidate, 'forget', rows),
-                   'retain_acc': _accuracy(ctx, candidate, 'retain', rows)})
+                   'forget_acc': accuracy(probe, candidate, 'forget', rows),
+                   'retain_acc': accuracy(ctx, candidate, 'retain', rows)})
     if trials[-1]['forget_acc'] <= target_forget_acc and trials[-1]['retain_acc'] >= floor:
       return AlphaSelection(float(alpha), trials)
   return AlphaSelection(None, trials)

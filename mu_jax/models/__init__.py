@@ -40,12 +40,17 @@ class Model(NamedTuple):
     plus the outputs a_l of the backbone's direct sub-modules (its layers or
     blocks), for methods that align layer activations (Blindspot); None when
     the model does not expose them.
+  embedded(variables, x, train, corrupt) -> (outputs, new_model_state): apply
+    with the input token embeddings [N, L, D] replaced by corrupt(embeddings),
+    for methods that edit prompts in embedding space (ECO); None when the
+    model does not expose them.
   """
   name: str
   init: Callable[[jax.Array, jax.Array], Variables]
   apply: Callable[[Variables, jax.Array, bool], tuple[jax.Array, Variables]]
   penultimate: Callable[[Variables, jax.Array], jax.Array] | None
   activations: Callable | None = None
+  embedded: Callable | None = None
 
 
 MODELS: Registry[Callable[..., Model]] = Registry('model')

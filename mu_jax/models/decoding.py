@@ -7,15 +7,19 @@ Prompts are right-padded: row i's prompt is prompts[i, :prompt_lengths[i]].
 The decode contract: a model factory may register a `Decoder` under its
 `apply` function (`register_decoder`; `mu_jax.models.transformer` does):
 
-  prefill(variables, prompts [N, P], lengths [N], size) -> (logits [N, V], cache)
+  prefill(variables, prompts [N, P], lengths [N], size[, corrupt]) -> (logits [N, V], cache)
     the logits after each row's last prompt token, and a cache of `size` ≥ P
     positions holding the prompts' keys and values (those past a row's length
-    are overwritten before they are attended to);
+    are overwritten before they are attended to); a model with `Model.embedded`
+    also takes `corrupt`, applied to the prompts' input embeddings;
   step(variables, cache, tokens [N], index [N]) -> (logits [N, V], cache)
     feeds each row's token at its own position `index` (its length so far),
     attending to its positions ≤ index only.
 
-Every row thus stays left-aligned and keeps its true positions. A model with no
+Every row thus stays left-aligned and keeps its true positions. A task evaluated
+through a replacement forward pass (`Task.forward`) decodes through `task_model`:
+that forward as a model, with the decoder registered under the forward, if any.
+A model with no
 registered decoder (an adapter around another library's model, or an `apply`
 wrapped by e.g. LoRA) falls back to recomputing the whole forward pass over a
 fixed [N, P + max_new_tokens] buffer at every step: the same tokens, slower.
@@ -52,6 +56,28 @@ def register_decoder(apply: Callable, decoder: Decoder) -> None:
 
 def decoder_of(model: 'Model') -> Decoder | None:
   return _DECODERS.get(model.apply)
+
+
+# Per replacement forward pass, the model `task_model` built around it.
+_FORWARD_MODELS: 'weakref.WeakKeyDictionary[Callable, Model]' = weakref.WeakKeyDictionary()
+
+
+def task_model(task) -> 'Model':
+  """The model that greedy decoding runs for `task`: its model, or, when a forward pass
+  replaces it, that forward over token rows (one model per forward, so one compilation)."""
+  forward = task.forward
+  if forward is None:
+    return task.model
+  if forward not in _FORWARD_MODELS:
+    def apply(variables, x, train):   # no scored positions: the whole row is the prompt
+      return forward(variables, {'x': x, 'm': jnp.zeros(x.shape, jnp.float32)}, train)
+
+    if forward in _DECODERS:
+      _DECODERS[apply] = _DECODERS[forward]
+    _FORWARD_MODELS[forward] = task.model._replace(
+        name=f'{task.model.name} (replaced forward)', apply=apply, penultimate=None,
+        activations=None, embedded=None)
+  return _FORWARD_MODELS[forward]
 
 
 def generate(model: 'Model', variables, prompts, prompt_lengths, max_new_tokens: int,

@@ -189,15 +189,19 @@ class Transformer(nn.Module):
     if not cfg.tied_embeddings:
       self.head = _dense(cfg.vocab_size, cfg)
 
-  def hidden(self, tokens, positions, cache: Cache | None = None, index=None):
+  def hidden(self, tokens, positions, cache: Cache | None = None, index=None, corrupt=None):
     """(final-norm states [N, T, d_model] in the compute dtype, per-layer keys and values).
 
     Tokens of any numeric dtype are cast to int32 (the base Task inits with float zeros).
+    `corrupt` (embeddings [N, T, d_model] -> the same) edits the input embeddings first
+    (ECO's embedding-corrupted prompts).
     """
     if tokens.shape[1] > self.cfg.max_len:
       raise MuJaxError(f'Token sequences of length {tokens.shape[1]} exceed the transformer\'s '
                        f'max_len={self.cfg.max_len}; shorten them or raise max_len.')
     x = self.embed(tokens.astype(jnp.int32))
+    if corrupt is not None:
+      x = corrupt(x)
     kvs = []
     for i, block in enumerate(self.block):
       x, kv = block(x, positions, None if cache is None else cache[i], index)
@@ -209,12 +213,13 @@ class Transformer(nn.Module):
     out = self.embed.attend(h) if self.cfg.tied_embeddings else self.head(h)
     return out.astype(jnp.float32)
 
-  def __call__(self, tokens):
-    return self.logits(self.hidden(tokens, jnp.arange(tokens.shape[1])[None])[0])
+  def __call__(self, tokens, corrupt=None):
+    return self.logits(self.hidden(tokens, jnp.arange(tokens.shape[1])[None],
+                                   corrupt=corrupt)[0])
 
-  def prefill(self, prompts, lengths, size: int):
+  def prefill(self, prompts, lengths, size: int, corrupt=None):
     """(float32 logits [N, vocab] at each row's last prompt token, cache of `size` slots)."""
-    h, kvs = self.hidden(prompts, jnp.arange(prompts.shape[1])[None])
+    h, kvs = self.hidden(prompts, jnp.arange(prompts.shape[1])[None], corrupt=corrupt)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
     pad = ((0, 0), (0, size - prompts.shape[1]), (0, 0), (0, 0))
     return self.logits(last), [jax.tree.map(lambda a: jnp.pad(a, pad), kv) for kv in kvs]
@@ -226,7 +231,7 @@ class Transformer(nn.Module):
 
 
 def model_functions(cfg: TransformerConfig) -> tuple:
-  """(init, apply, penultimate, activations) of the `Model` contract; its decoder
+  """(init, apply, penultimate, activations, embedded) of the `Model` contract; its decoder
   is registered with `mu_jax.models.decoding` under `apply`."""
   module = Transformer(cfg)
 
@@ -250,15 +255,19 @@ def model_functions(cfg: TransformerConfig) -> tuple:
     taps = state['intermediates']
     return logits, {}, [taps[f'block_{i}']['__call__'][0][0] for i in range(cfg.num_layers)]
 
+  def embedded(variables, x, train, corrupt):
+    del train
+    return module.apply(variables, x, corrupt), {}
+
   decoding.register_decoder(apply, decoder(module))
-  return init, apply, penultimate, activations
+  return init, apply, penultimate, activations, embedded
 
 
 def decoder(module: Transformer) -> decoding.Decoder:
   """The KV-cache prefill and step functions of `module` (see the module docstring)."""
 
-  def prefill(variables, prompts, lengths, size):
-    return module.apply(variables, prompts, lengths, size, method=Transformer.prefill)
+  def prefill(variables, prompts, lengths, size, corrupt=None):
+    return module.apply(variables, prompts, lengths, size, corrupt, method=Transformer.prefill)
 
   def step(variables, cache, tokens, index):
     return module.apply(variables, cache, tokens, index, method=Transformer.step)

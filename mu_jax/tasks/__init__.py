@@ -2,7 +2,8 @@
 from mu_jax.models import Model
 from mu_jax.registry import Registry
 from mu_jax.tasks.base import (
-    CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD, OUTPUT_VECTOR, TOKENS, Task, mean_of, requires)
+    ACCURACY, CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD, OUTPUT_VECTOR, TOKENS, Task, mean_of,
+    requires)
 from mu_jax.tasks.classification import Classification, margin
 from mu_jax.tasks.language_model import LanguageModel
 from mu_jax.tasks.regression import Regression

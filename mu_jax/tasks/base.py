@@ -47,6 +47,7 @@ LINEAR_HEAD = 'a final linear layer'   # features(variables, batch) and a Dense 
 INPUT_RANGE = 'an input range'    # bounded continuous inputs (images), for adversarial steps
 TOKENS = 'next-token logits'      # outputs [N, L, V] over token rows 'x', scored where 'm' says
 OUTPUT_VECTOR = 'one output vector per example'   # outputs [N, C]: a linear datamodel per output
+ACCURACY = 'an accuracy'          # statistics 'correct' in [0, 1]: the share of right predictions
 
 Apply = Callable[[Any, dict, bool], tuple[jax.Array, dict]]
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mu_jax.tasks.base import CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD, OUTPUT_VECTOR, Task, mean_of
+from mu_jax.tasks.base import ACCURACY, CLASS_LABELS, INPUT_RANGE, LINEAR_HEAD, OUTPUT_VECTOR, Task, mean_of
 
 MARGIN_CLIP = 100.0   # data-unlearning-bench `kl_from_margins` clip_min/clip_max ±100
 
@@ -45,7 +45,7 @@ class Classification(Task):
   num_classes: int = 2
 
   name = 'classification'
-  capabilities = frozenset({CLASS_LABELS, LINEAR_HEAD, INPUT_RANGE, OUTPUT_VECTOR})
+  capabilities = frozenset({CLASS_LABELS, LINEAR_HEAD, INPUT_RANGE, OUTPUT_VECTOR, ACCURACY})
   keys = ('x', 'y')
   metric_columns = {'FA': ('forget', 'accuracy'), 'RA': ('retain', 'accuracy'),
                     'TA': ('test', 'accuracy')}

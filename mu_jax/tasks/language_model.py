@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax.errors import MuJaxError
-from mu_jax.tasks.base import TOKENS, Task, mean_of
+from mu_jax.tasks.base import ACCURACY, TOKENS, Task, mean_of
 
 
 def token_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -36,7 +36,7 @@ class LanguageModel(Task):
   vocab_size: int = 2
 
   name = 'language_model'
-  capabilities = frozenset({TOKENS})
+  capabilities = frozenset({TOKENS, ACCURACY})
   keys = ('x', 'm')
   sequence_keys = ('x', 'm')
   metric_columns = {'F-NLL': ('forget', 'nll'), 'R-NLL': ('retain', 'nll'),
@@ -75,7 +75,7 @@ class LanguageModel(Task):
     tokens = jnp.sum(m, -1)
     return {'loss': jnp.sum(nll * m, -1) / jnp.maximum(tokens, 1.0),
             'nll_sum': jnp.sum(nll * m, -1), 'tokens': tokens,
-            'token_accuracy': jnp.sum(hits * m, -1) / jnp.maximum(tokens, 1.0)}
+            'correct': jnp.sum(hits * m, -1) / jnp.maximum(tokens, 1.0)}   # token accuracy
 
   def lengths(self, arrays):
     """One past each row's last scored position: later tokens are padding or, under the

@@ -30,7 +30,7 @@ from mu_jax.experiments.lm import forms, relearn, suite
 from mu_jax.experiments.lm.data import LMData, corpus_key, load_lm_data
 from mu_jax.experiments.results import atomic_write, write_results
 from mu_jax.experiments.setting import model_recipe, train_or_load
-from mu_jax.methods import Context, create_method, run_method
+from mu_jax.methods import Context, create_method, method_defaults, run_method, ssd
 from mu_jax.models import Model, create_model
 from mu_jax.tasks import Task, create_task
 from mu_jax.train import Trained
@@ -121,7 +121,27 @@ def request_context(setting: LMSetting) -> Context:
   return Context(setting.task, data.request(data.forget_idx), data.request(data.retain_idx),
                  setting.mesh, setting.config.seed,
                  cache_dir=os.path.join(setting.target.directory, 'statistics'),
-                 forget_ids=data.forget_idx, retain_ids=data.retain_idx)
+                 forget_ids=data.forget_idx, retain_ids=data.retain_idx,
+                 holdout=data.suite.holdout)
+
+
+def ssd_alpha(setting: LMSetting, ctx: Context, hparams: dict, batch_size: int) -> dict:
+  """SSD's α for this request by `ssd.select_alpha`, holding out whole forget authors: the
+  largest α whose held-out authors' token accuracy falls to the original model's on the
+  never-trained authors (an oracle's on authors it never saw; the original stands in, as
+  in `mu-jax ssd-alpha`), with retain accuracy within 1 point. {'alpha' (nan: no α did,
+  and SSD keeps its configured one), 'alpha target', 'alpha trials'}."""
+  data = setting.data
+  target = ssd.accuracy(ctx._replace(forget=data.suite.holdout), setting.target.variables,
+                        'forget', batch_size)
+  chosen = ssd.select_alpha(
+      setting.target.variables, ctx, target_forget_acc=target,
+      dampening_constant=hparams['dampening_constant'], estimator=hparams['estimator'],
+      layers=hparams['layers'], order=hparams['order'], batch_size=hparams['batch_size'],
+      groups=data.owner[data.forget_idx])
+  logging.info('SSD alpha selection (target %.2f%%): %s', target, chosen.trials)
+  return {'alpha': float('nan') if chosen.alpha is None else chosen.alpha,
+          'alpha target': target, 'alpha trials': len(chosen.trials)}
 
 
 def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict:
@@ -133,8 +153,8 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
   setting = prepare_lm_setting(config, workdir, config_lib.capability_check(config, methods),
                                **replacements)
   data, lm = setting.data, config.lm
-  evaluate = lambda variables: suite.measure(
-      setting.task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
+  evaluate = lambda variables, task=setting.task: suite.measure(
+      task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
       mesh=setting.mesh, k=lm.mink_k)
   reference = suite.reference_stats(setting.task, setting.base.variables, data.suite,
                                     batch_size=config.eval.batch_size, mesh=setting.mesh)
@@ -143,13 +163,14 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
   probes = forms.form_probes(data.tokenizer,
                              data.corpus.author_qas(data.corpus.forget_authors(config.forget)))
 
-  def row(name, variables, seconds, speed_up, measured=None):
-    measured = measured or evaluate(variables)
+  def row(name, variables, seconds, speed_up, measured=None, task=setting.task):
+    """The row of `variables`, evaluated through `task` (a method's own forward pass)."""
+    measured = measured or evaluate(variables, task)
     values = suite.score(measured, data.suite, data.tokenizer, oracle=oracle,
                          reference=reference, k=lm.mink_k)
-    values |= relearn.relearn_scores(setting.task, variables, split, oracle, data.tokenizer,
+    values |= relearn.relearn_scores(task, variables, split, oracle, data.tokenizer,
                                      data.suite, config=config, mesh=setting.mesh)
-    values |= forms.form_scores(setting.task, sharding.replicate(variables, setting.mesh),
+    values |= forms.form_scores(task, sharding.replicate(variables, setting.mesh),
                                 probes, data.tokenizer, batch_size=config.eval.batch_size,
                                 mesh=setting.mesh)
     logging.info('%s: %s', name, {k: round(v, 3) for k, v in values.items() if '/' not in k})
@@ -163,16 +184,23 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
   with runs.new_run(setting.request_dir, config) as run:
     ctx = request_context(setting)
     for name in methods:
-      method = create_method(name, **config_lib.method_hparams(config, name))
+      hparams, chosen = config_lib.method_hparams(config, name), {}
+      if name == 'ssd' and lm.select_ssd_alpha:
+        chosen = ssd_alpha(setting, ctx, {**method_defaults('ssd'), **hparams},
+                           config.eval.batch_size)
+        if not math.isnan(chosen['alpha']):
+          hparams['selection_weighting'] = chosen['alpha']
+      method = create_method(name, **hparams)
       try:
         out = run_method(method, setting.target.variables, ctx, name)
       except NonFiniteError as e:   # one diverging method must not sink the table
         logging.warning('%s', e)
         rows.append({'method': name, 'status': 'diverged', 'error': str(e)})
         continue
-      rows.append(row(name, out.variables, out.seconds, retrain_seconds / out.seconds)
-                  | {'steps': out.steps, **out.info})
-      record = {'row': rows[-1], 'hparams': config_lib.method_hparams(config, name),
+      rows.append(row(name, out.variables, out.seconds, retrain_seconds / out.seconds,
+                      task=out.task)
+                  | {'steps': out.steps, **out.info, **chosen})
+      record = {'row': rows[-1], 'hparams': hparams,
                 'forget': config.forget, 'forget_indices': 'forget_indices.npy'}
       atomic_write(os.path.join(run.path, 'runs', f'{name}.json'),
                    json.dumps(record, indent=2, default=str) + '\n')

@@ -11,6 +11,7 @@ text of the corpus, so each jitted step compiles once:
                 each author's passage in windows (MUSE's verbatim text); a
                 row's identity is its index here, as in the image benchmarks
   forget_idx    the rows of the split's forget authors (D_f); the rest is D_r
+  owner         per train row, its author (SSD's α selection holds authors out)
   alternate     per train row, its question with a refusal as the answer ('xa',
                 'ma'; all-zero 'ma' for passage windows, which have no question):
                 the preferred answers of the IDK losses and FLAT's templates
@@ -59,6 +60,7 @@ class LMData(NamedTuple):
   retain_idx: np.ndarray
   suite: EvalSets
   alternate: Examples      # 'xa', 'ma' per train row (module docstring)
+  owner: np.ndarray        # per train row, the index of its author
 
   def request(self, rows: np.ndarray) -> Examples:
     """The train rows `rows` with their alternates, as unlearning methods see them."""
@@ -186,4 +188,4 @@ def load_lm_data(config, workdir: str, tokenizer=None) -> LMData:
                                zip(verbmem['x'], verbmem['p'], verbmem['m'])))
   return LMData(corpus, tokenizer, length,
                 text.lm_examples(tokenizer, corpus.pretraining_documents(), length),
-                train, forget_idx, retain_idx, suite, alternate)
+                train, forget_idx, retain_idx, suite, alternate, owner)

@@ -56,7 +56,7 @@ def run_sequential(config, workdir: str, methods=None) -> dict:
       method = create_method(name, **config_lib.method_hparams(config, name))
       out = run_method(method, variables, ctx, f'{name} ({split})')
       variables, forgotten = out.variables, setting.data.forget_idx
-      rows.append({'method': name, 'request': split, **scorers[split](variables),
+      rows.append({'method': name, 'request': split, **scorers[split](variables, out.task),
                    'seconds': out.seconds, 'steps': out.steps, 'forget_rows': int(new.sum())})
       logging.info('%s after %s: %s', name, split,
                    {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)})
@@ -72,15 +72,15 @@ def run_sequential(config, workdir: str, methods=None) -> dict:
 def _scorer(setting, config):
   """variables -> the sequential table's scores on `setting`'s split."""
   data, lm = setting.data, config.lm
-  measure = lambda variables: suite.measure(
-      setting.task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
+  measure = lambda variables, task=setting.task: suite.measure(
+      task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
       mesh=setting.mesh, k=lm.mink_k)
   oracle = measure(setting.retain[0].variables)
   reference = suite.reference_stats(setting.task, setting.base.variables, data.suite,
                                     batch_size=config.eval.batch_size, mesh=setting.mesh)
 
-  def score(variables):
-    values = suite.score(measure(variables), data.suite, data.tokenizer, oracle=oracle,
+  def score(variables, task=setting.task):
+    values = suite.score(measure(variables, task), data.suite, data.tokenizer, oracle=oracle,
                          reference=reference, k=lm.mink_k)
     return {k: values[k] for k in COLUMNS if k in values}
 

@@ -79,7 +79,7 @@ def greedy(task, variables, examples: Examples, tokenizer, *, batch_size: int,
   for start in range(0, len(examples), batch_size):
     rows = np.arange(start, start + batch_size).clip(max=len(examples) - 1)
     part = examples.take(rows)
-    tokens = decoding.generate(task.model, variables, part['x'][:, :width], part['p'], steps,
+    tokens = decoding.generate(decoding.task_model(task), variables, part['x'][:, :width], part['p'], steps,
                                tokenizer.eos_id, tokenizer.pad_id)
     texts += [tokenizer.decode(t).strip() for t in np.asarray(tokens)]
   return texts[:len(examples)]
