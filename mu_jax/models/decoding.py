@@ -69,8 +69,11 @@ def task_model(task) -> 'Model':
   if forward is None:
     return task.model
   if forward not in _FORWARD_MODELS:
+    # A weak reference, so that the entry (keyed weakly by the forward) dies with it.
+    ref = weakref.ref(forward)
+
     def apply(variables, x, train):   # no scored positions: the whole row is the prompt
-      return forward(variables, {'x': x, 'm': jnp.zeros(x.shape, jnp.float32)}, train)
+      return ref()(variables, {'x': x, 'm': jnp.zeros(x.shape, jnp.float32)}, train)
 
     if forward in _DECODERS:
       _DECODERS[apply] = _DECODERS[forward]

@@ -130,8 +130,8 @@ def ssd_alpha(setting: LMSetting, ctx: Context, hparams: dict, batch_size: int) 
   largest α whose held-out authors' token accuracy falls to the original model's on the
   never-trained authors (an oracle's on authors it never saw; the original stands in, as
   in `mu-jax ssd-alpha`), with retain accuracy within 1 point. {'alpha' (nan: no α did,
-  and SSD keeps its configured one), 'alpha target', 'alpha trials'}."""
-  data = setting.data
+  and SSD keeps its configured one), 'alpha target', 'alpha trials', 'alpha seconds'}."""
+  began, data = time.perf_counter(), setting.data
   target = ssd.accuracy(ctx._replace(forget=data.suite.holdout), setting.target.variables,
                         'forget', batch_size)
   chosen = ssd.select_alpha(
@@ -141,7 +141,8 @@ def ssd_alpha(setting: LMSetting, ctx: Context, hparams: dict, batch_size: int) 
       groups=data.owner[data.forget_idx])
   logging.info('SSD alpha selection (target %.2f%%): %s', target, chosen.trials)
   return {'alpha': float('nan') if chosen.alpha is None else chosen.alpha,
-          'alpha target': target, 'alpha trials': len(chosen.trials)}
+          'alpha target': target, 'alpha trials': len(chosen.trials),
+          'alpha seconds': time.perf_counter() - began}
 
 
 def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict:
