@@ -336,9 +336,14 @@ class GroupedSelectionTest(absltest.TestCase):
     rows = Examples(x=rng.integers(1, 16, (24, 8)).astype(np.int32), m=m)
     ctx = Context(task, rows.take(np.arange(8)), rows.take(np.arange(8, 24)),
                   sharding.make_mesh('data:1'), seed=0)
-    choice = ssd_lib.select_alpha(task.init(jax.random.PRNGKey(0)), ctx,
-                                  target_forget_acc=100.0, alphas=(10.0,), retain_tolerance=100.0,
-                                  batch_size=8, groups=np.repeat([0, 1, 2, 3], 2))
+    split = ssd_lib._group_split
+    with mock.patch.object(ssd_lib, '_group_split', side_effect=split) as grouped:
+      choice = ssd_lib.select_alpha(task.init(jax.random.PRNGKey(0)), ctx,
+                                    target_forget_acc=100.0, alphas=(10.0,),
+                                    retain_tolerance=100.0, batch_size=4,
+                                    groups=np.repeat([0, 1, 2, 3], 2))
+    # A fifth of the 8 rows, not rounded to whole batches of 4 as a row split would be.
+    self.assertEqual(grouped.call_args.args[1], 2)
     self.assertEqual(choice.alpha, 10.0)
     self.assertBetween(choice.trials[0]['retain_acc'], 0.0, 100.0)
 

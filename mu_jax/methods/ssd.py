@@ -292,8 +292,9 @@ def select_alpha(variables: dict, ctx: Context, *, target_forget_acc: float,
     raise MuJaxError(f'select_alpha needs at least 2 forget examples (got {n}) and '
                      f'0 < holdout_fraction < 1 (got {holdout_fraction}); change them.')
   split = np.random.default_rng(ctx.seed).permutation(n)
-  if groups is not None:
-    split, n_out = _group_split(np.asarray(groups), n_out, ctx.seed)
+  if groups is not None:   # whole groups of about a fifth of the rows: no batch rounding
+    split, n_out = _group_split(np.asarray(groups), max(round(holdout_fraction * n), 1),
+                                ctx.seed)
   held_out = ctx.forget.take(split[:n_out])
   fit_rows = split[n_out:] if order == 'canonical' else np.sort(split[n_out:])
   fit = ctx.forget.take(fit_rows)
