@@ -221,28 +221,31 @@ def eco(threshold: float = 0.99,    # official scripts/evaluate_tofu.py --classi
     if not bool(jnp.any(asks[:len(forget['x'])])):
       raise MuJaxError('ECO classifies prompts, and no forget row has one (each row scores '
                        'its tokens from the first on); give it question–answer rows.')
-    features = prompt_features(x, lengths, buckets)[asks]
+    features, labels = prompt_features(x, lengths, buckets)[asks], labels[asks]
     classifier = jax.jit(train_classifier, static_argnames=('steps',))(
-        features, labels[asks], steps=classifier_steps, learning_rate=classifier_lr)
+        features, labels, steps=classifier_steps, learning_rate=classifier_lr)
     task = ctx.task.with_forward(eco_forward(ctx.task, settings))
     mean_loss = _mean_loss(task)
     forget_rows = {k: v[np.asarray(asks[:len(forget['x'])])] for k, v in forget.items()}
 
+    losses = {}   # σ -> L_f(σ): the search's best σ is not scored again
+
     def forget_loss(s):
-      eco_vars = {**variables, 'eco': {**classifier, 'sigma': jnp.float32(s), 'key': key}}
-      return _average(mean_loss, eco_vars, ctx, forget_rows, batch_size)
+      if s not in losses:
+        eco_vars = {**variables, 'eco': {**classifier, 'sigma': jnp.float32(s), 'key': key}}
+        losses[s] = _average(mean_loss, eco_vars, ctx, forget_rows, batch_size)
+      return losses[s]
 
     target = target_nll or _holdout_loss(ctx, variables, batch_size)
     start = forget_loss(0.0)
     best, trace = zeroth_order(lambda s: (forget_loss(s) / target - 1.0) ** 2, sigma,
                                steps=zo_steps, lr=zo_lr, eps=zo_eps, tolerance=tolerance)
-    flags = flagged(classifier, x, lengths, buckets, threshold)
-    n = len(forget['x'])
+    # The flags of the rows the classifier was fitted on, from the same features.
+    flags = jax.nn.sigmoid(features @ classifier['w'] + classifier['b']) > threshold
+    mean_flag = lambda rows: float(jnp.mean(flags[rows])) if bool(jnp.any(rows)) else float('nan')
     info = {'sigma': best, 'target_nll': float(target), 'forget_nll_clean': float(start),
             'forget_nll': float(forget_loss(best)), 'zo_evaluations': 2 * len(trace),
-            'flagged forget': float(jnp.mean(flags[:n][asks[:n]])),
-            'flagged retain': float(jnp.mean(flags[n:][asks[n:]]))
-            if bool(jnp.any(asks[n:])) else float('nan')}
+            'flagged forget': mean_flag(labels > 0), 'flagged retain': mean_flag(labels == 0)}
     out = {**variables, 'eco': {**classifier, 'sigma': jnp.float32(best), 'key': key}}
     return EcoState(sharding.replicate(out, ctx.mesh), info)
 
@@ -265,11 +268,10 @@ def _mean_loss(task: Task) -> Callable:
 
 def _average(run: Callable, variables: dict, ctx: Context, rows: dict,
              batch_size: int) -> float:
-  """Mean per-example loss of `rows` under `run`, in the request's sharded batches."""
-  total = count = 0.0
-  for batch in ctx.batches_of(rows, batch_size, shuffle=False):
-    s, c = run(variables, batch)
-    total, count = total + float(s), count + float(c)
+  """Mean per-example loss of `rows` under `run`, in the request's sharded batches
+  (summed on device, fetched once)."""
+  sums = [run(variables, batch) for batch in ctx.batches_of(rows, batch_size, shuffle=False)]
+  total, count = (float(sum(part)) for part in zip(*sums))
   return total / max(count, 1.0)
 
 
