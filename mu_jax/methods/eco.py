@@ -120,25 +120,30 @@ def corrupter(settings: Corruption, eco: dict, x: jax.Array, lengths: jax.Array)
   return corrupt
 
 
+def without_eco(variables: dict) -> dict:
+  """The model's own variables: all but the 'eco' collection."""
+  return {k: v for k, v in variables.items() if k != 'eco'}
+
+
 def eco_forward(task: Task, settings: Corruption) -> Callable:
   """forward(variables, batch, train) of the ECO-wrapped model (variables carry 'eco'), with
   a greedy decoder registered under it that corrupts the prefill only."""
   model = task.model
 
   def forward(variables, batch, train):
-    eco, inner = variables['eco'], {k: v for k, v in variables.items() if k != 'eco'}
+    eco, inner = variables['eco'], without_eco(variables)
     corrupt = corrupter(settings, eco, batch['x'], prompt_lengths(batch))
     return model.embedded(inner, batch['x'], train, corrupt)
 
   base = decoding.decoder_of(model)
   if base is not None:
     def prefill(variables, prompts, lengths, size):
-      eco, inner = variables['eco'], {k: v for k, v in variables.items() if k != 'eco'}
+      eco, inner = variables['eco'], without_eco(variables)
       return base.prefill(inner, prompts, lengths, size,
                           corrupter(settings, eco, prompts, lengths))
 
     def step(variables, cache, tokens, index):
-      return base.step({k: v for k, v in variables.items() if k != 'eco'}, cache, tokens, index)
+      return base.step(without_eco(variables), cache, tokens, index)
 
     decoding.register_decoder(forward, decoding.Decoder(base.max_len, prefill, step))
   return forward
@@ -206,7 +211,7 @@ def eco(threshold: float = 0.99,    # official scripts/evaluate_tofu.py --classi
 
   def prepare(ctx: Context, variables: dict) -> EcoState:
     # A model already wrapped by ECO (an earlier request) is wrapped anew for this one.
-    variables = {k: v for k, v in variables.items() if k != 'eco'}
+    variables = without_eco(variables)
     if ctx.task.model.embedded is None:
       raise MuJaxError(f'Method \'eco\' corrupts token embeddings, which model '
                        f'{ctx.task.model.name!r} does not expose (Model.embedded); pick another '
