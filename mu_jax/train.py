@@ -13,6 +13,7 @@ finished epoch and a finished run is loaded, not retrained.
 The whole unlearning setting (data, forget set, original, oracle) is built
 on top of this by `mu_jax.experiments.setting`.
 """
+import math
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -24,10 +25,12 @@ from absl import logging
 
 from mu_jax import checkpoint, logs, sharding
 from mu_jax.data import Examples
-from mu_jax.data.batching import epoch_batches, length_grouped_batches, num_batches
+from mu_jax.data.batching import (
+    epoch_batches, length_grouped_batches, num_batches, poisson_batches)
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.models import merge_variables, split_variables
 from mu_jax.optim import decayed_weights, gradient_norm_sum, make_optimizer
+from mu_jax.privacy import dp_sgd
 from mu_jax.tasks import Task
 
 
@@ -60,7 +63,8 @@ def optimizer_from_config(train_cfg, steps_per_epoch: int) -> optax.GradientTran
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    gradient_restriction: float = 0.0, microbatch: int = 0, data_size: int = 1):
+                    gradient_restriction: float = 0.0, microbatch: int = 0, data_size: int = 1,
+                    privacy: dp_sgd.Privacy | None = None, noise_seed: int = 0):
   """One pure SGD-family step of the task's mean loss on a weighted batch.
 
   With `gradient_restriction` α > 0 the objective is IAU's GR loss
@@ -69,7 +73,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
   With `microbatch` m > 0 the batch's gradient is accumulated over parts of m
   rows (`microbatches`): the same step up to float rounding, for models
   without batch statistics, faster where a whole batch's activations overflow
-  the CPU's caches.
+  the CPU's caches. With `privacy` the gradient is DP-SGD's (`dp_sgd.private_gradient`:
+  per-example clipping and Gaussian noise keyed by `noise_seed` and the step).
   """
 
   def loss_fn(params, model_state, batch):
@@ -95,13 +100,26 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     count = jnp.maximum(jnp.sum(batch['w']), 1.0)
     return total / count, jax.tree.map(lambda g: g / count, grads)
 
+  def example_loss(params, model_state, row):
+    outputs, _ = task.apply(merge_variables(params, model_state), row, True)
+    return task.losses(outputs, row)[0]
+
+  if privacy is not None and (microbatch or gradient_restriction):
+    raise MuJaxError('DP-SGD clips each example\'s gradient itself; set train.microbatch and '
+                     'train.gradient_restriction to 0.')
   if microbatch and gradient_restriction:
     raise MuJaxError('train.microbatch cannot split the gradient restriction, a norm of the '
                      "whole batch's gradient; set one of them to 0.")
   objective = restricted_loss_fn if gradient_restriction else loss_fn
 
   def step(state: TrainState, batch):
-    if microbatch:
+    if privacy is not None:
+      rng = jax.random.fold_in(jax.random.PRNGKey(noise_seed), state.step)
+      loss, grads = dp_sgd.private_gradient(
+          lambda p, row: example_loss(p, state.model_state, row), state.params, batch,
+          privacy, rng)
+      new_model_state = state.model_state
+    elif microbatch:
       loss, grads = accumulated(state.params, state.model_state, batch)
       new_model_state = state.model_state
     else:
@@ -171,7 +189,8 @@ def state_from(variables, tx) -> TrainState:
 
 
 def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
-                     seed: int, mesh, start=None) -> tuple[TrainState, Callable]:
+                     seed: int, mesh, start=None,
+                     privacy: dp_sgd.Privacy | None = None) -> tuple[TrainState, Callable]:
   """The initial state, placed with its shardings, and the jitted step.
 
   step(state, totals, batch) -> (state, totals + batch statistics, batch mean
@@ -192,19 +211,49 @@ def sharded_training(task: Task, train_cfg, steps_per_epoch: int, *,
   state_shardings = sharding.state_sharding(jax.eval_shape(init, given), mesh)
   state = jax.jit(init, out_shardings=state_shardings)(given)
   microbatch = check_microbatch(train_cfg, state.model_state, mesh)
+  if privacy is not None and jax.tree.leaves(state.model_state):
+    raise MuJaxError('DP-SGD cannot train a model with BatchNorm state: its batch statistics '
+                     'mix the examples that per-example clipping keeps apart.')
   step = jax.jit(
       _summing_stats(make_train_step(task, tx, train_cfg.get('gradient_restriction', 0.0),
-                                     microbatch, sharding.data_size(mesh))),
+                                     microbatch, sharding.data_size(mesh), privacy, seed)),
       in_shardings=(state_shardings, sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=(state_shardings, sharding.replicated(mesh), sharding.replicated(mesh)),
       donate_argnums=(0, 1))
   return state, step
 
 
-def training_batches(task: Task, train_cfg, arrays: dict, *, seed: int) -> Callable:
+class PrivatePlan(NamedTuple):
+  """DP-SGD's schedule for a recipe with `dp_epsilon` > 0 (`private_plan`)."""
+  privacy: dp_sgd.Privacy
+  sample_rate: float
+  steps_per_epoch: int
+
+
+def private_plan(train_cfg, num_examples: int) -> PrivatePlan | None:
+  """The recipe's DP-SGD plan, or None: keys `dp_epsilon` (0 or absent: plain training),
+  `dp_delta` and `dp_clip`; the batch size is the Poisson batches' expected size and σ
+  spends (ε, δ) over all epochs (`dp_sgd.plan`)."""
+  if not train_cfg.get('dp_epsilon', 0):
+    return None
+  privacy, rate, steps = dp_sgd.plan(num_examples, train_cfg.batch_size, train_cfg.epochs,
+                                     epsilon=train_cfg.dp_epsilon, delta=train_cfg.dp_delta,
+                                     clip=train_cfg.dp_clip)
+  return PrivatePlan(privacy, rate, steps // train_cfg.epochs)
+
+
+def training_batches(task: Task, train_cfg, arrays: dict, *, seed: int,
+                     private: PrivatePlan | None = None, data_size: int = 1) -> Callable:
   """epoch -> that epoch's batches: shuffled, or with `train_cfg.group_by_length`
   grouped by the task's example lengths and cut to each batch's longest
-  (`length_grouped_batches`: the same per-example losses on fewer padded positions)."""
+  (`length_grouped_batches`: the same per-example losses on fewer padded positions);
+  for DP-SGD (`private`), Poisson-sampled, cut to their longest where examples vary."""
+  if private is not None:
+    multiple = math.lcm(8, data_size)
+    lengths = task.lengths(arrays)
+    return lambda epoch: poisson_batches(arrays, private.sample_rate, private.steps_per_epoch,
+                                         seed=seed, epoch=epoch, multiple=multiple,
+                                         lengths=lengths, sequence_keys=task.sequence_keys)
   if not train_cfg.get('group_by_length', False):
     return lambda epoch: epoch_batches(arrays, train_cfg.batch_size, seed=seed, epoch=epoch)
   lengths = task.lengths(arrays)
@@ -219,7 +268,8 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
                 mesh, store: checkpoint.CheckpointStore | None = None,
                 name: str = 'model', start=None) -> Trained:
   """Trains the task's model on `data` with the recipe `train_cfg`, resuming from `store`;
-  from the variables `start` where given (fine-tuning), else from a fresh initialisation.
+  from the variables `start` where given (fine-tuning), else from a fresh initialisation;
+  by DP-SGD where the recipe sets `dp_epsilon` (`private_plan`).
 
   Records 'train/loss' per step and 'train/epoch_loss' per epoch, at the global
   step, to the current metric writer (`logs.writing_to`).
@@ -228,8 +278,10 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
     raise MuJaxError(f'Cannot train the {name}: its training set is empty.')
   task.check_examples(data, f'{name} training')
   sharding.check_batch_size(train_cfg.batch_size, mesh)
-  steps = num_batches(len(data), train_cfg.batch_size)
-  state, step_fn = sharded_training(task, train_cfg, steps, seed=seed, mesh=mesh, start=start)
+  private = private_plan(train_cfg, len(data))
+  steps = private.steps_per_epoch if private else num_batches(len(data), train_cfg.batch_size)
+  state, step_fn = sharded_training(task, train_cfg, steps, seed=seed, mesh=mesh, start=start,
+                                    privacy=private.privacy if private else None)
   start, seconds = 0, 0.0
   resumed = store.restore_latest(state) if store is not None else None
   if resumed is not None:
@@ -238,7 +290,8 @@ def train_model(task: Task, train_cfg, data: Examples, *, seed: int,
     if start:
       logging.info('%s: resuming after epoch %d from %s', name, start, store.directory)
   arrays = data.arrays()
-  batching = training_batches(task, train_cfg, arrays, seed=seed)
+  batching = training_batches(task, train_cfg, arrays, seed=seed, private=private,
+                              data_size=sharding.data_size(mesh))
   for epoch in range(start, train_cfg.epochs):
     began = time.perf_counter()
     totals, losses = zero_stats(mesh), []

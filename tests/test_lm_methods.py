@@ -9,7 +9,9 @@ from flax import traverse_util
 from mu_jax import lora, sharding
 from mu_jax.data import Examples
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import Context, create_method, run_method
+from mu_jax.analytic import ridge
+from mu_jax.methods import Context, acu, create_method, run_method
+from mu_jax.methods.base import result_task
 from mu_jax.methods.idk import dpo_loss, flat_loss, mean_token_probability
 from mu_jax.methods.ihl import fila_init, inverted_hinge, weighted_low_rank
 from mu_jax.methods.npo import npo_loss
@@ -41,7 +43,7 @@ def context(mesh: str = 'data:1') -> Context:
 
 SMALL = {'grad_diff': {}, 'simnpo': {}, 'idk_dpo': {}, 'idk_nll': {}, 'flat': {},
          'ihl': dict(lora_rank=2, lora_targets='q,v,down'),
-         'rmu': dict(layer=0, param_layers='0'), 'npo': {}}
+         'rmu': dict(layer=0, param_layers='0'), 'npo': {}, 'dp2unlearning': {}}
 
 
 def build(name: str, **extra):
@@ -198,3 +200,44 @@ def test_refusal_methods_refuse_examples_without_refusals():
 def test_rmu_refuses_a_layer_the_model_lacks():
   with pytest.raises(MuJaxError, match='the model has blocks 0-0'):
     create_method('rmu', layer=7).prepare(context(), VARIABLES)
+
+
+# --- ACU on the output projection -----------------------------------------------------------
+
+def test_acu_on_a_language_model_is_ridge_on_the_retain_rows_scored_positions():
+  ctx = context()
+  out = run_method(create_method('acu', buffer_size=64), VARIABLES, ctx)
+  head = out.variables['acu']
+  # By hand: one head row per scored next-token prediction (position t predicts x[t + 1]
+  # where m[t + 1] = 1: rows.m is 1 on positions 4-9, so t = 3..8) of the retain rows.
+  retain = ctx.retain.arrays()
+  h = np.asarray(TASK.model.penultimate(VARIABLES, retain['x']), np.float64)[:, 3:9]
+  targets = np.eye(VOCAB)[retain['x'][:, 4:10]]
+  with jax.enable_x64(True):
+    expected = ridge.closed_form(acu.buffer_features(h.reshape(-1, h.shape[-1]), head['buffer']),
+                                 targets.reshape(-1, VOCAB))
+  np.testing.assert_allclose(head['head'], expected, rtol=2e-3, atol=2e-5)
+  logits, _ = out.task.apply(out.variables, retain, False)
+  assert logits.shape == (16, 12, VOCAB)
+  by_hand = np.maximum(h @ np.asarray(head['buffer'], np.float64), 0) @ np.asarray(expected)
+  np.testing.assert_allclose(logits[:, 3:9], by_hand, rtol=2e-3, atol=1e-4)
+  # 'log' logits: log max(ŷ, floor), the same argmax.
+  logged = result_task(create_method('acu', buffer_size=64, logits='log'), TASK)
+  log_logits, _ = logged.apply(out.variables, retain, False)
+  np.testing.assert_allclose(log_logits, np.log(np.maximum(logits, acu.LOG_FLOOR)), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(np.argmax(log_logits, -1)[:, 3:9], np.argmax(logits, -1)[:, 3:9])
+
+
+def test_acu_ledger_holds_one_row_per_scored_position():
+  ctx = context()
+  ids = (np.arange(24)[:, None] * 12 + np.arange(3, 9)).ravel()   # example i, position t
+  state = create_method('acu', buffer_size=32).prepare(ctx, VARIABLES)
+  np.testing.assert_array_equal(ridge.learned_ids(state['ridge']), ids)
+  np.testing.assert_array_equal(state['forget_ids'], ids[:8 * 6])
+
+
+def test_acu_refuses_a_head_too_large_for_memory():
+  with pytest.raises(MuJaxError, match='256000 outputs would hold'):
+    acu.check_head_size(acu.BUFFER_SIZE, 256_000, ridge.CHUNK_SIZE)
+  acu.check_head_size(acu.BUFFER_SIZE, 2048, ridge.CHUNK_SIZE)   # the default LM: 48 MiB

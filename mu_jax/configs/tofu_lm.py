@@ -19,6 +19,7 @@ def _smoke(c):
   c.train.epochs = 2
   c.lm.retain_eval_size = 40
   c.lm.utility_eval_size = 20
+  c.unlearn.dp2unlearning.epochs = 1
 
 
 def get_config(arg=None):

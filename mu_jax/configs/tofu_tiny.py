@@ -24,4 +24,5 @@ def get_config(arg=None):
   c.lm.utility_eval_size = 8
   c.eval.batch_size = 32
   set_lm_unlearning(c)
+  c.unlearn.dp2unlearning.epochs = 1
   return config_lib.finish(c, arg)

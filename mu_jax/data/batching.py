@@ -85,3 +85,32 @@ def _batches(arrays: dict[str, np.ndarray], batch_size: int, order: np.ndarray,
     batch = {k: v[idx] for k, v in arrays.items()}
     batch['w'] = w
     yield batch if cut is None else cut(batch, idx, real)
+
+
+def poisson_batches(arrays: dict[str, np.ndarray], sample_rate: float, steps: int, *,
+                    seed: int, epoch: int, multiple: int = 8,
+                    lengths: np.ndarray | None = None,
+                    sequence_keys: tuple[str, ...] = ()) -> Counted:
+  """DP-SGD's Poisson sampling: `steps` batches, each holding every example independently
+  with probability `sample_rate` (Opacus's UniformWithReplacementSampler), keyed by
+  (seed, epoch). A batch is padded with weight-0 rows to a positive multiple of `multiple`
+  rows, and, given `lengths`, its `sequence_keys` arrays are cut to its longest real row
+  rounded up to `multiple`: a step compiles once per (rows, width)."""
+  n = len(next(iter(arrays.values())))
+  rng = np.random.default_rng([seed, epoch, 0x5053])   # 'PS': not epoch_order's stream
+  width = next(iter(arrays.values())).shape[1] if lengths is not None else 0
+
+  def batch(idx):
+    rows = max(-(-len(idx) // multiple), 1) * multiple
+    w = np.zeros(rows, np.float32)
+    w[:len(idx)] = 1.0
+    idx = np.concatenate([idx, np.zeros(rows - len(idx), np.int64)])
+    out = {k: v[idx] for k, v in arrays.items()}
+    if lengths is not None:
+      longest = int(lengths[idx[w > 0]].max()) if w.any() else 1
+      keep = min(-(-longest // multiple) * multiple, width)
+      out = {k: v[:, :keep] if k in sequence_keys else v for k, v in out.items()}
+    return {**out, 'w': w}
+
+  return Counted((batch(np.flatnonzero(rng.random(n) < sample_rate)) for _ in range(steps)),
+                 steps)

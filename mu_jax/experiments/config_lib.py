@@ -14,7 +14,7 @@ from typing import Callable
 import ml_collections
 
 from mu_jax.errors import MuJaxError
-from mu_jax.methods import METHODS, create_method, method_defaults
+from mu_jax.methods import METHODS, PRIVATE, create_method, method_defaults
 from mu_jax.tasks import Task, requires
 
 # Keys the `get_config(arg)` string may set, and where they live.
@@ -213,10 +213,16 @@ def method_names(config) -> list[str]:
   return [m.strip() for m in config.methods.split(',') if m.strip()]
 
 
-def capability_check(config, methods) -> Callable[[Task], None]:
-  """Fails now on an unknown method or hyper-parameter; returns the check, run on the
-  built task before any training, that every method has the capabilities it needs."""
+def capability_check(config, methods, private: bool = False) -> Callable[[Task], None]:
+  """Fails now on an unknown method or hyper-parameter, or on a method that starts from a
+  DP-SGD-trained model where the caller trains none (`private` False); returns the check,
+  run on the built task before any training, that every method has the capabilities it
+  needs."""
   built = {name: create_method(name, **method_hparams(config, name)) for name in methods}
+  for name, method in built.items():
+    if method.start == PRIVATE and not private:
+      raise MuJaxError(f'Method {name!r} starts from a model trained with DP-SGD, which only '
+                       'the language-model benchmark trains; drop it from config.methods.')
 
   def check(task: Task) -> None:
     for name, method in built.items():

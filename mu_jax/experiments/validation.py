@@ -77,6 +77,9 @@ RULES = (
     Rule(r'^data\.vocab_size$', _whole(64), 'a whole number >= 64'),
     Rule(r'^lm\.(retain_eval_size|utility_eval_size|verbmem_prefix|retain_seeds)$', _whole(1),
          'a whole number >= 1'),
+    Rule(r'^lm\.dp\.(epsilon|clip)$', _between(0, math.inf, low_open=True, high_open=True),
+         'a finite number > 0'),
+    Rule(r'^lm\.dp\.delta$', _between(0, 1, low_open=True, high_open=True), 'a number in (0, 1)'),
     Rule(r'^lm\.mink_k$', _between(0, 1, low_open=True, high_open=False), 'a number in (0, 1]'),
     Rule(r'^rigorous\.num_models$', _whole(4), 'a whole number, at least 4 models per side '
          '(for the U-LiRA folds and the challenge score)'),

@@ -14,6 +14,7 @@ from mu_jax.methods import baselines
 from mu_jax.methods import blindspot
 from mu_jax.methods import boundary
 from mu_jax.methods import distill
+from mu_jax.methods import dp2unlearning
 from mu_jax.methods import dmm
 from mu_jax.methods import eco
 from mu_jax.methods import iau
@@ -27,7 +28,7 @@ from mu_jax.methods import smooth
 from mu_jax.methods import sparse
 from mu_jax.methods import ssd
 from mu_jax.methods.base import (
-    Context, Method, Stream, Unlearned, run_method)
+    ORIGINAL, PRIVATE, Context, Method, Stream, Unlearned, run_method)
 from mu_jax.registry import Registry
 
 METHODS = Registry('method')
@@ -57,10 +58,12 @@ METHODS.register('flat')(idk.flat)
 METHODS.register('ihl')(ihl.ihl)
 METHODS.register('rmu')(rmu.rmu)
 METHODS.register('eco')(eco.eco)
+METHODS.register('dp2unlearning')(dp2unlearning.dp2unlearning)
 
 # The language-model methods (`mu_jax.experiments.lm`); any task that meets a method's
 # `requires` may use it, but image experiments do not list them by default.
-LM_METHODS = ('grad_diff', 'simnpo', 'idk_dpo', 'idk_nll', 'flat', 'ihl', 'rmu', 'eco')
+LM_METHODS = ('grad_diff', 'simnpo', 'idk_dpo', 'idk_nll', 'flat', 'ihl', 'rmu', 'eco',
+              'dp2unlearning')
 
 # Methods whose papers train LoRA adapters by default: their own `lora_*` defaults.
 ADAPTER_DEFAULTS = {'ihl': ihl.ADAPTERS}

@@ -46,6 +46,16 @@ from mu_jax.tasks import LINEAR_HEAD
 
 BUFFER_SIZE = 2048   # ACIL official config.py: --buffer-size 8192; 2048 keeps R at 32 MB
 BATCH_SIZE = 256     # ACIL official config.py: --batch-size 256 (IL batch size defaults to it)
+# What the head's outputs become as logits. 'scores': the outputs themselves (ACU's; only
+# their argmax is read there). 'log': log max(ŷ, LOG_FLOOR). A least-squares fit to one-hot
+# targets estimates p(y | x), so its log gives a softmax ∝ max(ŷ, floor): the argmax is
+# unchanged and a language model's probabilities, losses and truth ratios stay usable,
+# where softmax(ŷ) over a vocabulary of V tokens is near 1/V for every token.
+LOGITS = ('scores', 'log')
+LOG_FLOOR = 1e-6     # this library's: 2,048 floored tokens hold at most 0.2% of the mass
+# The head is float64 [buffer_size, outputs] and a Woodbury step holds [chunk, outputs]
+# more: a memory guard (this library's), refusing e.g. a 256k-token vocabulary.
+MAX_HEAD_GIB = 4.0
 
 
 def buffer_weights(seed: int, in_features: int, buffer_size: int) -> jax.Array:
@@ -104,15 +114,17 @@ def _rows(features, targets, buffer, ids, weights):
     return buffer_features(features, buffer), jnp.asarray(targets, jnp.float64), ids
 
 
-def make_apply(task):
-  """forward(variables, batch, train) -> (relu(f(x) @ W_b) @ W, {}) for `result`'s variables."""
+def make_apply(task, logits: str = 'scores'):
+  """forward(variables, batch, train) -> (relu(f(x) @ W_b) @ W, {}) for `result`'s
+  variables, or its log (`LOGITS`)."""
 
   def forward(variables, batch, train):
     del train   # the backbone is frozen and evaluated in eval mode
     model_variables = {k: v for k, v in variables.items() if k != 'acu'}
     features = task.features(model_variables, batch)
     head = variables['acu']
-    return jax.nn.relu(features @ head['buffer']) @ head['head'], {}
+    scores = jax.nn.relu(features @ head['buffer']) @ head['head']
+    return (scores if logits == 'scores' else jnp.log(jnp.maximum(scores, LOG_FLOOR))), {}
 
   return forward
 
@@ -145,16 +157,40 @@ def row_ids(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
   return ids[0], ids[1]
 
 
+def positions(task, example: dict) -> int:
+  """Head rows per example: 1, or, for a task whose examples have positions
+  (`Task.head_mask`), its context length P: example i's position t is head row i·P + t."""
+  return 1 if jax.eval_shape(task.head_mask, example) is None else task.input_shape[0]
+
+
+def check_head_size(buffer_size: int, outputs: int, chunk_size: int,
+                    limit_gib: float = MAX_HEAD_GIB) -> None:
+  """Refuses a float64 head (and a Woodbury step's residuals) above `limit_gib`."""
+  gib = 8 * (buffer_size + chunk_size) * outputs / 2 ** 30
+  if gib > limit_gib:
+    raise MuJaxError(f'ACU\'s head for {outputs} outputs would hold {gib:.1f} GiB of float64 '
+                     f'(buffer_size {buffer_size} + chunk_size {chunk_size} rows), above its '
+                     f'{limit_gib} GiB limit; lower buffer_size and chunk_size or raise '
+                     'max_head_gib.')
+
+
 def _stream(ctx: Context, source: str, ids: np.ndarray, batch_size: int, features_fn):
-  """Host (features, head targets, weights, row ids) per batch of a stream's rows in
-  ascending id order: for 'union' (D) the same order for every request, so a cached
-  head is exactly the one a cold request computes."""
+  """Host (features, head targets, weights, head row ids) per batch of a stream's examples
+  in ascending id order: for 'union' (D) the same order for every request, so a cached
+  head is exactly the one a cold request computes. An example with positions
+  (`Task.head_mask`) gives a head row per masked position, id i·P + t."""
   order = np.argsort(ids, kind='stable')
   arrays = {k: v[order] for k, v in {**ctx.arrays(source), 'id': ids}.items()}
   batches = ctx.batches_of(arrays, batch_size, shuffle=False)
   for batch in logs.progress(batches, unit='batch', desc=f'ACU features of {source}'):
-    yield jax.device_get((features_fn(batch), ctx.task.head_targets(batch), batch['w'],
-                          batch['id']))
+    f, y, w, i, mask = jax.device_get((features_fn(batch), ctx.task.head_targets(batch),
+                                       batch['w'], batch['id'], ctx.task.head_mask(batch)))
+    if mask is None:
+      yield f, y, w, i
+      continue
+    row, t = np.nonzero((np.asarray(mask) > 0) & (np.asarray(w)[:, None] > 0))
+    yield (f[row, t], y[row, t], np.ones(len(row), np.float32),
+           i[row] * ctx.task.input_shape[0] + t)
 
 
 def _features_fn(ctx: Context, variables):
@@ -173,8 +209,12 @@ def _forget_rows(ctx: Context, head: ridge.RidgeState, features_fn, buffer, batc
 def acu(*, buffer_size: int = BUFFER_SIZE,
         gamma: float = ridge.GAMMA,             # ACIL official config.py: --gamma 0.1
         batch_size: int = BATCH_SIZE,
-        chunk_size: int = ridge.CHUNK_SIZE) -> Method:
+        chunk_size: int = ridge.CHUNK_SIZE,
+        logits: str = 'scores',
+        max_head_gib: float = MAX_HEAD_GIB) -> Method:
   """ACU: a ridge head on frozen random-buffer features, D_f removed by Woodbury."""
+  if logits not in LOGITS:
+    raise MuJaxError(f'Unknown ACU logits={logits!r}; valid: {", ".join(LOGITS)}.')
   if not (isinstance(buffer_size, int) and buffer_size > 0):
     raise MuJaxError(f'ACU buffer_size must be a positive integer, got {buffer_size!r}.')
   ridge.check_gamma(gamma)
@@ -185,15 +225,17 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     forget_ids, retain_ids = row_ids(ctx)
     union_ids = np.concatenate([forget_ids, retain_ids])
     features_fn = _features_fn(ctx, variables)
-    probe = jax.eval_shape(ctx.task.features, variables, ctx.retain.take(slice(0, 1)).arrays())
-    outputs = jax.eval_shape(ctx.task.head_targets, ctx.retain.take(slice(0, 1)).arrays())
-    buffer = buffer_weights(ctx.seed, probe.shape[1], buffer_size)
-    num_ids = int(union_ids.max()) + 1
+    example = ctx.retain.take(slice(0, 1)).arrays()
+    probe = jax.eval_shape(ctx.task.features, variables, example)
+    outputs = jax.eval_shape(ctx.task.head_targets, example).shape[-1]
+    check_head_size(buffer_size, outputs, chunk_size, max_head_gib)
+    buffer = buffer_weights(ctx.seed, probe.shape[-1], buffer_size)
+    num_ids = (int(union_ids.max()) + 1) * positions(ctx.task, example)
     path = None
     if ctx.cache_dir:
       ledger = hashlib.sha1(np.sort(union_ids).tobytes()).hexdigest()   # the held ids
       key = cache.fingerprint(ctx, 'acu', buffer_size, float(gamma), ctx.seed,
-                              outputs.shape[1], num_ids, ledger, variables=variables)
+                              outputs, num_ids, ledger, variables=variables)
       path = os.path.join(ctx.cache_dir, f'acu_{key}')
     saved = cache.load(path) if path else None
     cache_hit = saved is not None
@@ -201,7 +243,7 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
       with jax.enable_x64(True):
         state = ridge.RidgeState(*(jnp.asarray(saved[k]) for k in ridge.RidgeState._fields))
     else:
-      state = ridge.init(buffer_size, outputs.shape[1], num_ids, gamma)
+      state = ridge.init(buffer_size, outputs, num_ids, gamma)
       for f, y, w, ids in _stream(ctx, 'union', union_ids, batch_size, features_fn):
         state = learn_chunk(state, f, y, buffer, ids, weights=w, chunk_size=chunk_size)
       if path:
@@ -232,5 +274,5 @@ def acu(*, buffer_size: int = BUFFER_SIZE,
     return {'cache_hit': state['cache_hit']}
 
   return Method(prepare, update, result, Stream('none', 1, batch_size),
-                make_apply=make_apply, report=report, x64=True, requires=(LINEAR_HEAD,),
+                make_apply=functools.partial(make_apply, logits=logits), report=report, x64=True, requires=(LINEAR_HEAD,),
                 resume=resume)

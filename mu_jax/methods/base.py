@@ -78,6 +78,11 @@ class Context(NamedTuple):
     return Counted((sharding.shard_batch(batch, self.mesh) for batch in host), len(host))
 
 
+ORIGINAL = 'original'   # a method starts from the model that saw D (every method but one)
+PRIVATE = 'private'     # from a DP-SGD-trained model of D (DP2Unlearning)
+STARTS = (ORIGINAL, PRIVATE)
+
+
 class Method(NamedTuple):
   prepare: Callable[[Context, dict], Any]
   update: Callable[[Task, Any, Any], tuple[Any, dict]]
@@ -105,6 +110,10 @@ class Method(NamedTuple):
   # request `ctx`, from the final state of the previous one (its ledger of held
   # rows included), in place of `prepare`.
   resume: Callable[[Context, Any], Any] | None = None
+  # The model `prepare` is given: ORIGINAL (the one trained on D), or PRIVATE (one trained
+  # on D with DP-SGD, which only a benchmark that trains it can supply; run_method cannot
+  # tell the two apart, so the benchmarks refuse a PRIVATE method they cannot serve).
+  start: str = ORIGINAL
 
 
 def epoch_stream(method: Method, ctx: Context, epoch: int) -> Iterator[dict]:

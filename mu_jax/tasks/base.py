@@ -43,7 +43,7 @@ from mu_jax.models import Model
 
 # Capabilities a method may require.
 CLASS_LABELS = 'class labels'     # integer labels in [0, num_classes), softmax outputs
-LINEAR_HEAD = 'a final linear layer'   # features(variables, batch) and a Dense 'head'
+LINEAR_HEAD = 'a final linear layer'   # features(variables, batch) and head_targets(batch)
 INPUT_RANGE = 'an input range'    # bounded continuous inputs (images), for adversarial steps
 TOKENS = 'next-token logits'      # outputs [N, L, V] over token rows 'x', scored where 'm' says
 OUTPUT_VECTOR = 'one output vector per example'   # outputs [N, C]: a linear datamodel per output
@@ -118,8 +118,14 @@ class Task(abc.ABC):
     return self.losses(outputs, batch)
 
   def head_targets(self, batch: dict) -> jax.Array:
-    """Float targets [N, outputs] of a least-squares head (LINEAR_HEAD tasks)."""
+    """Float targets [N, outputs] of a least-squares head (LINEAR_HEAD tasks); [N, P,
+    outputs] where an example has P positions (`head_mask`)."""
     raise MuJaxError(f'The {self.name} task has no least-squares head targets.')
+
+  def head_mask(self, batch: dict) -> jax.Array | None:
+    """[N, P]: which of an example's P positions are rows of a least-squares head (a
+    language model's scored next-token predictions); None where an example is one row."""
+    return None
 
   def lengths(self, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
     """Per-example lengths along axis 1 of `sequence_keys` past which nothing changes the

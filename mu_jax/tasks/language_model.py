@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu_jax.errors import MuJaxError
-from mu_jax.tasks.base import ACCURACY, TOKENS, Task, mean_of
+from mu_jax.tasks.base import ACCURACY, LINEAR_HEAD, TOKENS, Task, mean_of
 
 
 def token_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -36,7 +36,7 @@ class LanguageModel(Task):
   vocab_size: int = 2
 
   name = 'language_model'
-  capabilities = frozenset({TOKENS, ACCURACY})
+  capabilities = frozenset({TOKENS, ACCURACY, LINEAR_HEAD})
   keys = ('x', 'm')
   sequence_keys = ('x', 'm')
   metric_columns = {'F-NLL': ('forget', 'nll'), 'R-NLL': ('retain', 'nll'),
@@ -76,6 +76,15 @@ class LanguageModel(Task):
     return {'loss': jnp.sum(nll * m, -1) / jnp.maximum(tokens, 1.0),
             'nll_sum': jnp.sum(nll * m, -1), 'tokens': tokens,
             'correct': jnp.sum(hits * m, -1) / jnp.maximum(tokens, 1.0)}   # token accuracy
+
+  def head_targets(self, batch):
+    """One-hot next tokens [N, L, V]: position t's features predict x[:, t + 1]."""
+    following = jnp.pad(batch['x'][:, 1:], ((0, 0), (0, 1)))
+    return jax.nn.one_hot(following, self.vocab_size, dtype=jnp.float32)
+
+  def head_mask(self, batch):
+    """Position t is a head row where x[:, t + 1] is scored ('m')."""
+    return jnp.pad(batch['m'][:, 1:].astype(jnp.float32), ((0, 0), (0, 1)))
 
   def lengths(self, arrays):
     """One past each row's last scored position: later tokens are padding or, under the

@@ -27,13 +27,15 @@ from mu_jax.data import save_indices
 from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.experiments import config_lib, runs, validation
 from mu_jax.experiments.lm import forms, relearn, suite
+from mu_jax.experiments.lm.config import private_recipe
 from mu_jax.experiments.lm.data import LMData, corpus_key, load_lm_data
 from mu_jax.experiments.results import atomic_write, write_results
 from mu_jax.experiments.setting import model_recipe, train_or_load
-from mu_jax.methods import Context, create_method, method_defaults, run_method, ssd
+from mu_jax.methods import PRIVATE, Context, create_method, method_defaults, run_method, ssd
 from mu_jax.models import Model, create_model
+from mu_jax.privacy import dp_sgd
 from mu_jax.tasks import Task, create_task
-from mu_jax.train import Trained
+from mu_jax.train import Trained, private_plan
 
 COLUMNS = ('method', *suite.COLUMNS, *relearn.COLUMNS, *forms.COLUMNS, 'seconds', 'speed-up')
 
@@ -47,6 +49,7 @@ class LMSetting(NamedTuple):
   base: Trained
   target: Trained
   retain: list[Trained]
+  tuned_key: dict   # what shapes every model fine-tuned from the base, but its data and seed
 
   @property
   def request_dir(self) -> str:
@@ -103,7 +106,29 @@ def prepare_lm_setting(config, workdir: str, check=None, *, model: Model | None 
   target = finetune('target', data.train, config.seed)
   retain = [finetune('retain', data.train.take(data.retain_idx), config.seed + i,
                      forget=config.forget) for i in range(config.lm.retain_seeds)]
-  return LMSetting(config, workdir, data, task, mesh, base, target, retain)
+  return LMSetting(config, workdir, data, task, mesh, base, target, retain, tuned)
+
+
+def private_original(setting: LMSetting) -> Trained:
+  """DP2Unlearning's private model: the base fine-tuned on every trained row by DP-SGD
+  (`lm_config.private_recipe`), cached beside the target."""
+  config = setting.config
+  recipe = private_recipe(config)
+  return train_or_load(config, setting.task, setting.data.train, role='private',
+                       key_payload=dict(setting.tuned_key, train=recipe.to_dict(),
+                                        seed=config.seed),
+                       workdir=setting.workdir, mesh=setting.mesh, train_cfg=recipe,
+                       start=setting.base.variables)
+
+
+def privacy_spent(setting: LMSetting) -> dict:
+  """{'epsilon', 'delta', 'noise multiplier'} of the private model's training."""
+  recipe = private_recipe(setting.config)
+  plan = private_plan(recipe, len(setting.data.train))
+  steps = plan.steps_per_epoch * recipe.epochs
+  return {'epsilon': dp_sgd.epsilon_spent(plan.privacy, plan.sample_rate, steps,
+                                          recipe.dp_delta),
+          'delta': recipe.dp_delta, 'noise multiplier': plan.privacy.noise_multiplier}
 
 
 def check_vocabulary(task: Task, tokenizer) -> None:
@@ -151,8 +176,9 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
   tokenizer, base) run it on another LLM (`prepare_lm_setting`)."""
   started = time.time()
   methods = config_lib.method_names(config) if methods is None else list(methods)
-  setting = prepare_lm_setting(config, workdir, config_lib.capability_check(config, methods),
-                               **replacements)
+  setting = prepare_lm_setting(
+      config, workdir, config_lib.capability_check(config, methods, private=True),
+      **replacements)
   data, lm = setting.data, config.lm
   evaluate = lambda variables, task=setting.task: suite.measure(
       task, variables, data.suite, data.tokenizer, batch_size=config.eval.batch_size,
@@ -182,6 +208,13 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
           row('retain', setting.retain[0].variables, retrain_seconds, 1.0, measured=oracle)]
   rows += [row(f'retain (seed {config.seed + i})', m.variables, m.train_seconds, 1.0)
            for i, m in enumerate(setting.retain[1:], 1)]
+  private = None
+  if any(create_method(name, **config_lib.method_hparams(config, name)).start == PRIVATE
+         for name in methods):
+    private = private_original(setting)
+    spent = privacy_spent(setting)
+    rows.append(row('dp-sgd', private.variables, private.train_seconds, float('nan'))
+                | spent)
   with runs.new_run(setting.request_dir, config) as run:
     ctx = request_context(setting)
     for name in methods:
@@ -192,8 +225,11 @@ def run_lm_benchmark(config, workdir: str, methods=None, **replacements) -> dict
         if not math.isnan(chosen['alpha']):
           hparams['selection_weighting'] = chosen['alpha']
       method = create_method(name, **hparams)
+      start = setting.target.variables
+      if method.start == PRIVATE:   # DP2Unlearning: from the DP-SGD model, paid for up front
+        start, chosen = private.variables, {**spent, 'dp seconds': private.train_seconds}
       try:
-        out = run_method(method, setting.target.variables, ctx, name)
+        out = run_method(method, start, ctx, name)
       except NonFiniteError as e:   # one diverging method must not sink the table
         logging.warning('%s', e)
         rows.append({'method': name, 'status': 'diverged', 'error': str(e)})

@@ -58,19 +58,32 @@ def lm_config() -> ml_collections.ConfigDict:
       # SSD's α by `select_alpha` on held-out forget authors (the issue's protocol; the
       # SSD paper tunes α per benchmark); False: the configured α.
       select_ssd_alpha=True,
+      # DP2Unlearning's private model: the fine-tuning recipe (`train`) run as DP-SGD from
+      # the base on every trained row. Official Train_dp_SGD.py (Opacus): max_grad_norm 1.0,
+      # ε 1.0 at δ 1e-12 (its BM_dp_SGD_..._delta_1e-12_eps_1.0 run), Poisson batches.
+      # Its optimiser is plain SGD at 5e-5, weight decay 0.01, which barely moves a model
+      # trained here from scratch: the recipe's AdamW and rate by default,
+      # official_sgd=True for the official one.
+      dp=ml_collections.ConfigDict(dict(epsilon=1.0, delta=1e-12, clip=1.0,
+                                        official_sgd=False)),
   ))
   c.eval.batch_size = 64           # sequences per evaluation pass
   # Gradient ascent at this model's scale: TOFU's batch of 32; the image default rate
   # (Unlearn-Sparse's 1e-4 with SGD) leaves a model this size unchanged in 5 epochs.
   c.unlearn.ga = dict(learning_rate=1e-2, batch_size=32)
+  # ACU's head as log-probabilities: softmax of the raw scores is near 1/V for every token
+  # (`mu_jax.methods.acu.LOGITS`).
+  c.unlearn.acu = dict(logits='log')
   return c
 
 
 # The LM methods' rates at this scale. Their papers unlearn a 7B model at its fine-tuning
-# rate (TOFU: 1e-5 both) or a fixed multiple of it (IHL with LoRA 1e-4: 10x; RMU 5e-5: 5x);
+# rate (TOFU: 1e-5 both; DP2Unlearning: 5e-5 both) or a fixed multiple of it (IHL with
+# LoRA 1e-4: 10x; RMU 5e-5: 5x);
 # here the same multiples of this benchmark's fine-tuning rate (`c.train.learning_rate`).
 RATE_MULTIPLES = {'npo': 1.0, 'grad_diff': 1.0, 'simnpo': 1.0, 'idk_dpo': 1.0, 'idk_nll': 1.0,
-                  'flat': 1.0, 'ihl': 10.0, 'rmu': 5.0}
+                  'flat': 1.0, 'ihl': 10.0, 'rmu': 5.0,
+                  'dp2unlearning': 1.0}   # official: its fine-tuning rate, 5e-5
 
 
 def set_lm_unlearning(c: ml_collections.ConfigDict) -> None:
@@ -88,6 +101,17 @@ def set_lm_unlearning(c: ml_collections.ConfigDict) -> None:
   c.unlearn.rmu.layer = layer
   c.unlearn.rmu.param_layers = ','.join(str(i) for i in range(max(layer - 2, 0), layer + 1))
 
+
+
+def private_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The recipe of DP2Unlearning's private model: `c.train` as DP-SGD (`c.lm.dp`)."""
+  dp = c.lm.dp
+  recipe = c.train.to_dict() | {'dp_epsilon': dp.epsilon, 'dp_delta': dp.delta,
+                                'dp_clip': dp.clip, 'group_by_length': False}
+  if dp.official_sgd:   # Train_dp_SGD.py: optim.SGD(lr=5e-5, weight_decay=0.01)
+    recipe |= {'optimizer': 'sgd', 'learning_rate': 5e-5, 'momentum': 0.0,
+               'weight_decay': 0.01, 'schedule': 'constant', 'warmup_epochs': 0}
+  return ml_collections.ConfigDict(recipe)
 
 
 def transformer_layers(c: ml_collections.ConfigDict) -> int:

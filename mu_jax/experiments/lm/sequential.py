@@ -3,7 +3,8 @@ sustainability: Shi et al. 2024, arXiv:2407.06460, section 5).
 
 The splits are nested (each forgets the last authors trained), so request k
 asks the model left by request k − 1 to forget the authors its split adds;
-its retain set is everything outside the cumulative forget set. After each
+its retain set is everything outside the cumulative forget set. DP2Unlearning instead
+fine-tunes its one private model anew for each request (its retain set shrinks). After each
 request the model is scored like a row of that split's benchmark, against
 that split's retain model (trained, or loaded from the cache, as the
 benchmark does); the target's rows give each split's starting point.
@@ -40,20 +41,24 @@ def run_sequential(config, workdir: str, methods=None) -> dict:
   {'rows', 'directory'}."""
   started = time.time()
   methods = config_lib.method_names(config) if methods is None else list(methods)
-  check = config_lib.capability_check(config, methods)
+  check = config_lib.capability_check(config, methods, private=True)
   settings = {s: prepare_lm_setting(split_config(config, s), workdir, check) for s in SEQUENCE}
   scorers = {s: _scorer(settings[s], config) for s in SEQUENCE}
   rows = [{'method': 'target', 'request': s, **scorers[s](settings[s].target.variables),
            'seconds': settings[s].target.train_seconds} for s in SEQUENCE]
   for name in methods:
+    method = create_method(name, **config_lib.method_hparams(config, name))
     variables, forgotten = settings[SEQUENCE[0]].target.variables, np.array([], int)
+    if method.start == PRIVATE:   # every request fine-tunes the one DP-SGD model anew
+      private = private_original(settings[SEQUENCE[0]]).variables
     for split in SEQUENCE:
       setting = settings[split]
       ctx = request_context(setting)
       new = ~np.isin(setting.data.forget_idx, forgotten)
       ctx = ctx._replace(forget=ctx.forget.take(np.flatnonzero(new)),
                          forget_ids=setting.data.forget_idx[new])
-      method = create_method(name, **config_lib.method_hparams(config, name))
+      if method.start == PRIVATE:
+        variables = private
       out = run_method(method, variables, ctx, f'{name} ({split})')
       variables, forgotten = out.variables, setting.data.forget_idx
       rows.append({'method': name, 'request': split, **scorers[split](variables, out.task),

@@ -1,0 +1,1 @@
+"""Differential privacy: DP-SGD's privatised gradient and its Rényi-DP accountant."""
