@@ -2,6 +2,7 @@
 the request's rows, and the refusals of bad input."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 
 from mu_jax.errors import MuJaxError
-from mu_jax.experiments import validation
+from mu_jax.experiments import config_lib, validation
 from mu_jax.experiments.benchmark import run_benchmark
 from mu_jax.experiments.lm import benchmark as lm_benchmark
-from mu_jax.experiments.lm import sequential, suite
+from mu_jax.experiments.lm import sequential, suite, trajectory
 from mu_jax.experiments.lm.data import load_lm_data
 from mu_jax.experiments.setting import prepare_setting
 from mu_jax.models import Model
@@ -156,3 +157,43 @@ def test_sequential_requests_forget_each_split_s_new_authors_in_turn(tmp_path):
   assert [r['steps'] for r in rows[3:]] == [epochs * -(-n // batch) for n in new]
   with open(os.path.join(result['directory'], 'results.json')) as f:
     assert json.load(f)['kind'] == 'lm_sequential'
+
+
+def test_dp2unlearning_fine_tunes_a_private_model_trained_once(run, tmp_path):
+  workdir, _ = run
+  shutil.copytree(os.path.join(workdir, 'models'), tmp_path / 'models')
+  result = lm_benchmark.run_lm_benchmark(tiny('methods=dp2unlearning'), str(tmp_path))
+  rows = {row['method']: row for row in result['rows']}
+  assert list(rows) == ['target', 'retain', 'dp-sgd', 'dp2unlearning']
+  assert 0.99 < rows['dp-sgd']['epsilon'] <= 1.0 and rows['dp-sgd']['delta'] == 1e-12
+  assert rows['dp2unlearning']['epsilon'] == rows['dp-sgd']['epsilon']
+  assert rows['dp2unlearning']['dp seconds'] == rows['dp-sgd']['seconds'] > 0
+  setting = lm_benchmark.prepare_lm_setting(tiny(), str(tmp_path))
+  private = lm_benchmark.private_original(setting)   # loaded, not trained again
+  assert private.train_seconds == rows['dp-sgd']['seconds']
+  assert len([n for n in os.listdir(tmp_path / 'models') if n.startswith('private-')
+              and not n.endswith('.lock')]) == 1
+  for trained in (setting.target, setting.base):
+    assert not any(np.array_equal(a, b) for a, b in
+                   zip(jax.tree.leaves(private.variables), jax.tree.leaves(trained.variables)))
+
+
+def test_image_benchmarks_refuse_a_method_that_starts_from_a_private_model():
+  config = helpers.load_config('digits_mlp', 'smoke=True,methods=dp2unlearning')
+  with pytest.raises(MuJaxError, match='trained with DP-SGD'):
+    config_lib.capability_check(config, ['dp2unlearning'])
+
+
+def test_a_trajectory_starts_at_the_target_and_ends_at_the_benchmark_row(run, tmp_path):
+  workdir, result = run
+  shutil.copytree(os.path.join(workdir, 'models'), tmp_path / 'models')
+  config = tiny('methods=ga')
+  with config.unlocked():
+    config.lm.trajectory = True
+  rows = run_benchmark(config, str(tmp_path))['rows']
+  epochs = config.unlearn.ga.epochs
+  assert [(r['method'], r['epoch']) for r in rows] == [('ga', e) for e in range(epochs + 1)]
+  benchmark = {row['method']: row for row in result['rows']}
+  for column in trajectory.SCORES:
+    assert rows[0][column] == pytest.approx(benchmark['target'][column], abs=1e-6)
+    assert rows[-1][column] == pytest.approx(benchmark['ga'][column], abs=1e-6)

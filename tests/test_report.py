@@ -72,6 +72,20 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(report.add_run(os.path.dirname(newer), store), first)
     self.assertEqual(report.load_store(store)['digits'][0]['rows'][2]['Avg. Gap'], 1.5)
 
+  def test_a_part_run_is_kept_beside_the_settings_run(self):
+    store = self.create_tempdir().full_path
+    source = os.path.join(STORE, 'digits', 'benchmark-mlp-digits-class-0.json')
+    whole = report.add_run(source, store)
+    part = report.add_run(source, store, part='ft+ga')
+    self.assertNotEqual(part, whole)
+    self.assertTrue(part.endswith('benchmark-mlp-digits-class-0-ft-ga.json'))
+    runs = report.load_store(store)['digits']
+    self.assertEqual([run.get('report_part') for run in runs], [None, 'ft+ga'])
+    page = report.render_page('digits', runs)
+    self.assertIn('forget=class:0 (ft+ga)', page)
+    with self.assertRaisesRegex(MuJaxError, 'A run part must be'):
+      report.add_run(source, store, part='../x')
+
   def test_bad_runs_are_refused_in_one_sentence(self):
     folder = self.create_tempdir().full_path
     with open(os.path.join(folder, 'results.json'), 'w') as f:

@@ -5,7 +5,8 @@
   mu-jax report --readme=README.md                            # also the README's headline
 
 A run added for a setting (kind, model, data set, request) replaces the
-store's earlier run of that setting.
+store's earlier run of that setting; with --part=LABEL (e.g. the methods a
+second run added), only the setting's earlier run of that part.
 """
 from absl import flags
 
@@ -17,13 +18,15 @@ STORE = flags.DEFINE_string('runs', 'docs/runs', "Folder of runs' JSON, one sub-
 OUT = flags.DEFINE_string('out', 'docs', 'Where results/<page>.md and leaderboard.md go.')
 ADD = flags.DEFINE_multi_string('add', [], 'Run folder (or its results.json) to copy into '
                                 '--runs before rendering; repeatable.')
+PART = flags.DEFINE_string('part', None, 'Label of the --add runs: each replaces only its '
+                           "setting's run of the same part, shown as a table of its own.")
 README = flags.DEFINE_string('readme', None, "A README whose '<!-- report: PAGE FORGET -->' "
                              'blocks get the headline table.')
 
 
 def main():
   for run in ADD.value:
-    print(f'added {report.add_run(run, STORE.value)}')
+    print(f'added {report.add_run(run, STORE.value, PART.value)}')
   for path in report.write_report(STORE.value, OUT.value, README.value):
     print(f'wrote {path}')
 

@@ -16,13 +16,13 @@ from typing import Sequence
 from absl import logging
 
 from mu_jax.experiments import config_lib
-from mu_jax.errors import NonFiniteError
+from mu_jax.errors import MuJaxError, NonFiniteError
 from mu_jax.evaluation import avg_gap, mia_note, table_columns
 from mu_jax import logs
 from mu_jax.data import save_indices
 from mu_jax.experiments import runs, validation
 from mu_jax.experiments.lm import benchmark as lm_benchmark
-from mu_jax.experiments.lm import sequential
+from mu_jax.experiments.lm import restor, sequential, trajectory
 from mu_jax.experiments.results import atomic_write, mark_chance, write_results
 from mu_jax.methods import Context, create_method, run_method
 from mu_jax.tasks import TASKS, LanguageModel
@@ -80,6 +80,10 @@ def write_run(setting: Setting, rows: list[dict], run_dir: str, started: float) 
 def columns(config) -> tuple[str, ...]:
   """The results table's columns for the config's task."""
   if config.task == LanguageModel.name:
+    if config.lm.restor:
+      return restor.COLUMNS
+    if config.lm.trajectory:
+      return trajectory.COLUMNS
     return sequential.COLUMNS if config.lm.sequential else lm_benchmark.COLUMNS
   return table_columns(TASKS.get(config.task))
 
@@ -90,6 +94,14 @@ def run_benchmark(config, workdir: str, methods: Sequence[str] | None = None) ->
   Returns {'rows': the rows, 'directory': the run folder they were written to}.
   """
   if config.task == LanguageModel.name:
+    chosen = [k for k in ('sequential', 'trajectory', 'restor') if config.lm[k]]
+    if len(chosen) > 1:
+      raise MuJaxError(f'lm.{chosen[0]} and lm.{chosen[1]} are two different runs; set one '
+                       'of them.')
+    if config.lm.restor:
+      return restor.run_restor(config, workdir, methods)
+    if config.lm.trajectory:
+      return trajectory.run_trajectory(config, workdir, methods)
     if config.lm.sequential:
       return sequential.run_sequential(config, workdir, methods)
     return lm_benchmark.run_lm_benchmark(config, workdir, methods)

@@ -221,8 +221,9 @@ def capability_check(config, methods, private: bool = False) -> Callable[[Task],
   built = {name: create_method(name, **method_hparams(config, name)) for name in methods}
   for name, method in built.items():
     if method.start == PRIVATE and not private:
-      raise MuJaxError(f'Method {name!r} starts from a model trained with DP-SGD, which only '
-                       'the language-model benchmark trains; drop it from config.methods.')
+      raise MuJaxError(f'Method {name!r} starts from a model trained with DP-SGD, which this '
+                       'run does not train (the language-model benchmark and its sequential '
+                       'requests do); drop it from config.methods.')
 
   def check(task: Task) -> None:
     for name, method in built.items():

@@ -39,7 +39,9 @@ PAGE_NOTES = {
             'model pre-trained here; seconds are fine-tuning (or unlearning) wall time, '
             'compilation included. Method rows unlearn the target with the rates of '
             '[Unlearning methods on the benchmark]'
-            '(../language_models.md#unlearning-methods-on-the-benchmark).',
+            '(../language_models.md#unlearning-methods-on-the-benchmark); `dp-sgd` is '
+            "DP2Unlearning's private model (DP-SGD at ε ≤ 1, δ = 10⁻¹², its exact ε in the "
+            "run's JSON), which the `dp2unlearning` row fine-tunes on the retain rows.",
 }
 REFERENCES = ('original', 'retrain')   # rows that frame the methods, not entries
 HEADLINE = re.compile(r'(<!-- report: (\S+) (\S+)(?: (\S+))? -->\n).*?(<!-- end of report -->)',
@@ -63,12 +65,15 @@ def page_of(run: dict) -> str:
 
 
 def run_slug(run: dict) -> str:
-  """The run's file name in a store: one file per kind, model, data set and request."""
+  """The run's file name in a store: one file per kind, model, data set and request, and
+  per part (`add_run`'s `part`) where a setting's methods ran in more than one run."""
   config = run['config']
   parts = [run.get('kind', 'benchmark'), config['model']['name'], config['data']['source'],
            config['forget']]
   if run.get('kind') == 'rigorous':
     parts.append(config['rigorous']['scenario'])
+  if run.get('report_part'):
+    parts.append(run['report_part'])
   return re.sub(r'[^A-Za-z0-9.]+', '-', '-'.join(parts)).strip('-')
 
 
@@ -94,15 +99,29 @@ def _read(path: str) -> dict:
   return run
 
 
-def add_run(run_path: str, store: str) -> str:
-  """Copies a run (its folder, a `latest` link, or its results.json) into the store."""
+def add_run(run_path: str, store: str, part: str | None = None) -> str:
+  """Copies a run (its folder, a `latest` link, or its results.json) into the store.
+
+  It replaces the store's run of its setting, or, with `part` (a label such as the
+  methods it ran), only that setting's run of the same part: a page then shows each
+  part's run as its own table, with its own reference rows and provenance.
+  """
   path = os.path.realpath(run_path)
   if os.path.isdir(path):
     path = os.path.join(path, 'results.json')
   run = _read(path)
+  if part is not None and not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.+-]*', part):
+    raise MuJaxError(f'A run part must be letters, digits and _ . + -, got {part!r}.')
+  if part:
+    run['report_part'] = part
   target = os.path.join(store, page_of(run), run_slug(run) + '.json')
   os.makedirs(os.path.dirname(target), exist_ok=True)
-  shutil.copyfile(path, target)
+  if part:
+    with open(path) as f:
+      raw = json.load(f)
+    atomic_write(target, json.dumps(raw | {'report_part': part}, indent=2) + '\n')
+  else:
+    shutil.copyfile(path, target)
   return target
 
 
@@ -114,7 +133,8 @@ def load_store(store: str) -> dict[str, list[dict]]:
   for page in sorted(os.listdir(store)):
     folder = os.path.join(store, page)
     if os.path.isdir(folder):
-      files = sorted(f for f in os.listdir(folder) if f.endswith('.json'))
+      files = sorted((f for f in os.listdir(folder) if f.endswith('.json')),
+                     key=lambda f: f[:-len('.json')])   # a setting's run before its parts
       pages[page] = [_read(os.path.join(folder, f)) for f in files]
   return {page: found for page, found in pages.items() if found}
 
@@ -126,6 +146,8 @@ def heading(run: dict) -> str:
   if run.get('kind') == 'rigorous':
     rc = config['rigorous']
     text = f"Rigorous ({rc['scenario']}, {rc['num_models']} models per side): {text}"
+  if run.get('report_part'):
+    text += f" ({run['report_part']})"
   return text
 
 

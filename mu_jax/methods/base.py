@@ -139,7 +139,8 @@ def check_finite(tree, what: str) -> None:
 
 
 def drive(method: Method, ctx: Context, state, step: Callable, name: str,
-          where: str = '') -> tuple[Any, int]:
+          where: str = '', on_epoch: Callable[[int, Any], None] | None = None
+          ) -> tuple[Any, int]:
   """The one step loop of every driver: (final state, updates taken).
 
   `step(state, batch) -> (state, loss)` is one update (of one model, of a
@@ -164,6 +165,8 @@ def drive(method: Method, ctx: Context, state, step: Callable, name: str,
     if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(losses)):
       raise NonFiniteError(f'The {name} loss in epoch {epoch + 1}{where} became non-finite; '
                            'lower the learning rate (no result was saved).')
+    if on_epoch is not None:
+      on_epoch(epoch + 1, state)
   return state, steps
 
 
@@ -174,8 +177,13 @@ def _record_losses(first_step: int, losses: list) -> None:
       logs.record(first_step + i, {'loss': np.mean(jax.tree.leaves(loss))}, prefix='unlearn')
 
 
-def run_method(method: Method, variables: dict, ctx: Context, name: str = 'method') -> Unlearned:
-  """Runs any method to completion and times it; refuses non-finite results."""
+def run_method(method: Method, variables: dict, ctx: Context, name: str = 'method',
+               on_epoch: Callable[[int, dict], None] | None = None) -> Unlearned:
+  """Runs any method to completion and times it; refuses non-finite results.
+
+  `on_epoch(epoch, variables)` sees the result after each epoch of an iterative method
+  (an unlearning trajectory); its time counts in `Unlearned.seconds`.
+  """
   check_request(method, ctx, name)
   began = time.perf_counter()
   state = method.prepare(ctx, sharding.replicate(variables, ctx.mesh))
@@ -187,7 +195,9 @@ def run_method(method: Method, variables: dict, ctx: Context, name: str = 'metho
 
   with jax.enable_x64(True) if method.x64 else contextlib.nullcontext():
     state = sharding.onto_mesh(state, ctx.mesh)   # as update's outputs: no retrace
-    state, steps = drive(method, ctx, state, step, name)
+    results = None if on_epoch is None else (
+        lambda epoch, state: on_epoch(epoch, method.result(state)))
+    state, steps = drive(method, ctx, state, step, name, on_epoch=results)
     out = method.result(state)
   check_finite(out, f'The parameters produced by {name}')
   jax.block_until_ready(out)

@@ -55,6 +55,10 @@ def lm_config() -> ml_collections.ConfigDict:
       relearn_steps=10,            # the relearning attack: "a few steps" (this library's choice)
       relearn_batch=8,             # rows per relearning step (this library's choice)
       sequential=False,            # True: methods serve forget01, 05, 10 in turn (MUSE)
+      trajectory=False,            # True: score each method after every epoch instead (NPO)
+      restor=False,                # True: the corrective request instead (RESTOR)
+      restor_authors=10,           # authors whose QA is corrupted (this library's choice)
+      restor_epochs=5,             # corrupting fine-tune: half the recipe's (this library's)
       # SSD's α by `select_alpha` on held-out forget authors (the protocol; the
       # SSD paper tunes α per benchmark); False: the configured α.
       select_ssd_alpha=True,
