@@ -140,21 +140,27 @@ def test_cli_refuses_an_unknown_split_in_one_line(tmp_path):
 
 
 def test_sequential_requests_forget_each_split_s_new_authors_in_turn(tmp_path):
-  config = tiny('methods=ga')
+  config = tiny('methods=ga+dp2unlearning')
   config.data.num_authors = 50   # forget01 needs at least 50 authors to hold one
   config.lm.sequential = True
   result = run_benchmark(config, str(tmp_path))
   rows = result['rows']
   assert [(r['method'], r['request']) for r in rows] == [
-      (m, s) for m in ('target', 'ga') for s in ('forget01', 'forget05', 'forget10')]
+      (m, s) for m in ('target', 'ga', 'dp2unlearning')
+      for s in ('forget01', 'forget05', 'forget10')]
   # 50 trained authors: forget01, 05 and 10 forget 1, 3 and 5 authors, so the requests
   # bring the rows of 1, 2 and 2 new authors.
   sizes = [len(load_lm_data(sequential.split_config(config, s), str(tmp_path)).forget_idx)
            for s in sequential.SEQUENCE]
   new = [sizes[0], sizes[1] - sizes[0], sizes[2] - sizes[1]]
-  assert [r['forget_rows'] for r in rows[3:]] == new and min(new) > 0
+  assert [r['forget_rows'] for r in rows[3:6]] == new and min(new) > 0
   batch, epochs = config.unlearn.ga.batch_size, config.unlearn.ga.epochs
-  assert [r['steps'] for r in rows[3:]] == [epochs * -(-n // batch) for n in new]
+  assert [r['steps'] for r in rows[3:6]] == [epochs * -(-n // batch) for n in new]
+  # DP2Unlearning fine-tunes the private model on each request's (shrinking) retain set.
+  retained = [len(load_lm_data(sequential.split_config(config, s), str(tmp_path)).retain_idx)
+              for s in sequential.SEQUENCE]
+  batch = config.unlearn.dp2unlearning.batch_size
+  assert [r['steps'] for r in rows[6:]] == [-(-n // batch) for n in retained]
   with open(os.path.join(result['directory'], 'results.json')) as f:
     assert json.load(f)['kind'] == 'lm_sequential'
 

@@ -19,9 +19,10 @@ from absl import logging
 
 from mu_jax.experiments import config_lib, runs
 from mu_jax.experiments.lm import suite
-from mu_jax.experiments.lm.benchmark import prepare_lm_setting, request_context
+from mu_jax.experiments.lm.benchmark import (
+    prepare_lm_setting, private_original, request_context)
 from mu_jax.experiments.results import write_results
-from mu_jax.methods import create_method, run_method
+from mu_jax.methods import PRIVATE, create_method, run_method
 
 SEQUENCE = ('forget01', 'forget05', 'forget10')
 COLUMNS = ('method', 'request', 'forget quality', 'model utility', 'F-ROUGE', 'R-ROUGE',
