@@ -165,7 +165,7 @@ def recipe_line(run: dict) -> str:
           pretrained + f"; {'fine-tuned' if base else 'trained'} with {train['optimizer']}, "
           f"learning rate {train['learning_rate']:g}, batch {train['batch_size']}"
           f"{' grouped by length' if train.get('group_by_length') else ''}, "
-          f"{train['epochs']} epochs; rows: {', '.join(sizes)}.")
+          f"{train['epochs']} epochs" + (f"; rows: {', '.join(sizes)}." if sizes else '.'))
 
 
 def provenance_line(run: dict) -> str:
