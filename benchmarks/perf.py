@@ -58,7 +58,7 @@ from jax.scipy.linalg import cho_factor, cho_solve  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mu_jax import sharding  # noqa: E402
-from mu_jax.experiments import config_lib  # noqa: E402
+from mu_jax.experiments import config_lib, runs  # noqa: E402
 from mu_jax.analytic import ridge  # noqa: E402
 from mu_jax.data import Examples, concat  # noqa: E402
 from mu_jax.data.batching import epoch_batches  # noqa: E402
@@ -533,7 +533,8 @@ def run_memory() -> None:
   table(('model', 'method', 'peak MiB', 'seconds'), rows)
   if _MEMORY_OUT.value:
     run = {'command': 'python benchmarks/perf.py ' + ' '.join(sys.argv[1:]),
-           'date': time.strftime('%Y-%m-%d'), 'machine': machine(), 'commit': commit(),
+           'date': time.strftime('%Y-%m-%d'), 'machine': machine(),
+           'commit': runs.git_commit() or 'unknown',
            'load_average_end': load(), 'columns': ['model', 'method', 'peak MiB', 'seconds'],
            'rows': [list(r) for r in rows]}
     with open(_MEMORY_OUT.value, 'w') as f:
@@ -542,18 +543,6 @@ def run_memory() -> None:
     if _MEMORY_PAGE.value:
       with open(_MEMORY_PAGE.value, 'w') as f:
         f.write(memory_page(run, _MEMORY_OUT.value))
-
-
-def commit() -> str:
-  """The checkout's commit (+dirty), or 'unknown'."""
-  try:
-    head = subprocess.run(['git', 'rev-parse', '--short=10', 'HEAD'], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return head + ('+dirty' if dirty else '')
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def memory_page(run: dict, json_path: str) -> str:
