@@ -506,6 +506,8 @@ def run_memory() -> None:
       hparams = {k: 1 for k in method_defaults(name) if k in ('epochs', 'ensemble_epochs')}
       if model_name == 'transformer':   # the LM benchmark's rates, batches and layers
         hparams = {**config_lib.method_hparams(config, name), **hparams}
+      if 'overrides' in method_defaults(name):   # smooth: its wrapped method's epochs too
+        hparams['overrides'] = {**hparams.get('overrides', {}), 'epochs': 1}
       label = name
       if name in ENSEMBLE_METHODS:
         if model_name == 'resnet18':
