@@ -111,8 +111,29 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
+def rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` for a Dense layer, with the inputs [..., in] flattened to rows [R, in].
+
+  Same values. Autodiff then writes the kernel gradient as one [in, R] x [R, out]
+  product; for the unflattened [N, T, in] inputs it contracts N and T, which
+  XLA:CPU lays out by copying the output gradient transposed inside the
+  elementwise fusion that makes it: a third of the default LM's training step,
+  which this form runs 1.5x faster on a CPU.
+  """
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+  if (lhs.ndim > 2 and tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,)
+      and not lhs_batch and not rhs_batch and rhs.ndim == 2):
+    rows = jax.lax.dot_general(lhs.reshape(-1, lhs.shape[-1]), rhs, (((1,), (0,)), ((), ())),
+                               precision=precision,
+                               preferred_element_type=preferred_element_type)
+    return rows.reshape(*lhs.shape[:-1], rhs.shape[1])
+  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                             preferred_element_type=preferred_element_type)
+
+
 def _dense(features: int, cfg: TransformerConfig) -> nn.Dense:
-  return nn.Dense(features, use_bias=False, kernel_init=_INIT, dtype=cfg.compute_dtype)
+  return nn.Dense(features, use_bias=False, kernel_init=_INIT, dtype=cfg.compute_dtype,
+                  dot_general=rows_dot_general)
 
 
 def _norm(cfg: TransformerConfig) -> nn.RMSNorm:
