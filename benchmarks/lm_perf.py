@@ -16,7 +16,9 @@ steps of each kind, and the evaluation pass's per-sequence NLL sums.
 
 Timed, each side in its own process, one call at a time, alternating (torch,
 then mu_jax) for --rounds rounds after a one-step warm-up (mu_jax compiles
-there); every call runs --steps steps of one kind on the same batch:
+there), each call after --pause seconds of idle machine, so that each side
+runs as it would alone (back to back, a call right after the other side's ran
+up to 1.8x slower); every call runs --steps steps of one kind on the same batch:
   train     mu_jax's jitted train step (`train.sharded_training`, AdamW) vs the
             HF Trainer's step (hf_side);
   ascent    gradient ascent: the mean loss negated (`baselines.gradient_ascent_loss`);
@@ -74,6 +76,7 @@ def define_flags() -> None:
   flags.DEFINE_float('learning_rate', 1e-5, 'AdamW learning rate (open-unlearning: 1e-5).')
   flags.DEFINE_float('weight_decay', 0.01, 'AdamW weight decay (open-unlearning: 0.01).')
   flags.DEFINE_integer('rounds', 4, 'Alternating rounds.')
+  flags.DEFINE_float('pause', 1.0, 'Seconds of idle machine before each timed call.')
   flags.DEFINE_integer('steps', 5, 'Timed steps per call.')
   flags.DEFINE_integer('threads', 2, 'torch intra-op threads.')
   flags.DEFINE_integer('matmul', 2048, 'Side of the square matmul of the peak.')
@@ -265,8 +268,8 @@ def with_devices(devices: int, target, *args) -> Process:
 def setting_of(values) -> dict:
   """The run's setting from the flags (or any object with the same attributes)."""
   keys = ('d_model', 'num_layers', 'num_heads', 'd_ff', 'vocab', 'context', 'batch', 'seed',
-          'learning_rate', 'weight_decay', 'rounds', 'steps', 'threads', 'matmul', 'devices',
-          'sharded_mesh')
+          'learning_rate', 'weight_decay', 'rounds', 'pause', 'steps', 'threads', 'matmul',
+          'devices', 'sharded_mesh')
   return {**{k: getattr(values, k) for k in keys}, 'beta': NPO_BETA}
 
 
@@ -318,13 +321,18 @@ def rounds(setting: dict, torch_proc: Process, jax_proc: Process, sharded: Proce
     jax_proc('run', kind=kind, steps=1)   # compiles
   sharded('run', kind='train', steps=1)
   steps, size = setting['steps'], setting['matmul']
+
+  def timed(proc: Process, method: str, **kwargs) -> dict:
+    time.sleep(setting['pause'])
+    return proc(method, **kwargs)
+
   for _ in range(setting['rounds']):
-    calls['torch_matmul'].append(torch_proc('matmul', size=size, repeats=5))
-    calls['jax_matmul'].append(jax_proc('matmul', size=size, repeats=5))
+    calls['torch_matmul'].append(timed(torch_proc, 'matmul', size=size, repeats=5))
+    calls['jax_matmul'].append(timed(jax_proc, 'matmul', size=size, repeats=5))
     for kind in KINDS:
-      calls[f'torch_{kind}'].append(torch_proc('run', kind=kind, steps=steps))
-      calls[f'mu_jax_{kind}'].append(jax_proc('run', kind=kind, steps=steps))
-    calls['sharded_train'].append(sharded('run', kind='train', steps=steps))
+      calls[f'torch_{kind}'].append(timed(torch_proc, 'run', kind=kind, steps=steps))
+      calls[f'mu_jax_{kind}'].append(timed(jax_proc, 'run', kind=kind, steps=steps))
+    calls['sharded_train'].append(timed(sharded, 'run', kind='train', steps=steps))
   return calls
 
 
@@ -421,7 +429,7 @@ def page(run: dict) -> str:
       f'{np.mean(theirs):.6g} | {a["evaluate"]["max_abs_diff"]:.2e} |',
       '', '## Time, side by side', '',
       f'Both sides in their own processes, called in alternation, {s["steps"]} steps per call '
-      'after a warm-up step; tokens/s of the median call; ratio = torch seconds / mu_jax '
+      f'after a warm-up step, each call after {s.get("pause", 0):g} s of idle machine; tokens/s of the median call; ratio = torch seconds / mu_jax '
       'seconds of adjacent calls (> 1: mu_jax faster), median and range over the rounds; MFU = '
       'model FLOPs per second / the same side\'s float32 matmul peak below, model FLOPs per '
       'token and forward pass 2·N + 4·layers·d·T (PaLM, app. B; N multiplying parameters, T '

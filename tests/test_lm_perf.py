@@ -22,8 +22,8 @@ import lm_perf  # noqa: E402
 RUN = os.path.join(ROOT, 'docs', 'benchmarks', 'lm_perf.json')
 PAGE = os.path.join(ROOT, 'docs', 'lm_performance.md')
 TINY = dict(d_model=32, num_layers=2, num_heads=2, d_ff=64, vocab=64, context=16, batch=4,
-            seed=0, learning_rate=1e-3, weight_decay=0.01, rounds=2, steps=3, threads=1,
-            matmul=64, devices=8, sharded_mesh='data:4,model:2')
+            seed=0, learning_rate=1e-3, weight_decay=0.01, rounds=2, pause=0.0, steps=3,
+            threads=1, matmul=64, devices=8, sharded_mesh='data:4,model:2')
 
 
 def _has(module: str) -> bool:
@@ -112,6 +112,7 @@ class PageTest(absltest.TestCase):
     for kind in lm_perf.KINDS:
       self.assertIn(lm_perf.goal_text(kind), text)
     self.assertIn('| training step |', text)
+    self.assertIn('each call after 0 s of idle machine', text)
 
   def test_from_json_writes_the_page_of_the_run(self):
     run = self._run()
