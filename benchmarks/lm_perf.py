@@ -16,9 +16,10 @@ steps of each kind, and the evaluation pass's per-sequence NLL sums.
 
 Timed, each side in its own process, one call at a time, alternating (torch,
 then mu_jax) for --rounds rounds after a one-step warm-up (mu_jax compiles
-there), each call after --pause seconds of idle machine, so that each side
-runs as it would alone (back to back, a call right after the other side's ran
-up to 1.8x slower); every call runs --steps steps of one kind on the same batch:
+there), each call after --pause seconds of idle machine, so that no call starts
+while the other side's threads still hold the cores (the torch side alone runs
+at the same speed with or without the pause); every call runs --steps steps of
+one kind on the same batch:
   train     mu_jax's jitted train step (`train.sharded_training`, AdamW) vs the
             HF Trainer's step (hf_side);
   ascent    gradient ascent: the mean loss negated (`baselines.gradient_ascent_loss`);
