@@ -430,7 +430,8 @@ def page(run: dict) -> str:
       f'{np.mean(theirs):.6g} | {a["evaluate"]["max_abs_diff"]:.2e} |',
       '', '## Time, side by side', '',
       f'Both sides in their own processes, called in alternation, {s["steps"]} steps per call '
-      f'after a warm-up step, each call after {s.get("pause", 0):g} s of idle machine; tokens/s of the median call; ratio = torch seconds / mu_jax '
+      f'after a warm-up step, each call after {s["pause"]:g} s of idle machine; tokens/s of '
+      'the median call; ratio = torch seconds / mu_jax '
       'seconds of adjacent calls (> 1: mu_jax faster), median and range over the rounds; MFU = '
       'model FLOPs per second / the same side\'s float32 matmul peak below, model FLOPs per '
       'token and forward pass 2·N + 4·layers·d·T (PaLM, app. B; N multiplying parameters, T '
