@@ -24,11 +24,32 @@ for _ in range(10):
 print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 '''
 
+# Prints the process's data segment (MiB) while a 3 GiB block is held and after it
+# is freed: malloc reserves it without touching its pages, so this costs no memory.
+TRIM_PROBE = r'''
+import ctypes, ctypes.util, re, sys
+from mu_jax import host_memory
+applied = host_memory.reuse_freed_memory() if sys.argv[1] == 'reuse' else False
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+def data_mib():
+  return int(re.search(r'VmData:\s+(\d+)', open('/proc/self/status').read()).group(1)) // 1024
+block = libc.malloc(3 << 30)
+held = data_mib()
+libc.free(block)
+print(applied, held, data_mib())
+'''
+
+
+def probe(script: str, mode: str) -> list[str]:
+  env = {**os.environ, 'XLA_FLAGS': ''}
+  return subprocess.run([sys.executable, '-c', script, mode], capture_output=True, text=True,
+                        env=env, check=True).stdout.split()
+
 
 def faults_per_call(mode: str) -> tuple[str, float]:
-  env = {**os.environ, 'XLA_FLAGS': ''}
-  out = subprocess.run([sys.executable, '-c', PROBE, mode], capture_output=True, text=True,
-                       env=env, check=True).stdout.split()
+  out = probe(PROBE, mode)
   return out[0], float(out[1])
 
 
@@ -42,6 +63,16 @@ class HostMemoryTest(absltest.TestCase):
     # By default every call faults in its temporaries anew (about 16,000 pages here).
     self.assertGreater(fresh, 8_000)
     self.assertLess(reused, fresh / 5)
+
+  @absltest.skipUnless(sys.platform.startswith('linux'), 'glibc malloc settings')
+  def test_the_heap_is_never_trimmed_even_past_2_gib_free_at_its_top(self):
+    # mallopt's largest positive trim threshold (2 GiB) would give these 3 GiB back.
+    applied, held, after_free = probe(TRIM_PROBE, 'reuse')
+    self.assertEqual(applied, 'True')
+    self.assertGreaterEqual(int(held), 3 * 1024)
+    self.assertEqual(int(after_free), int(held))
+    _, held, after_free = probe(TRIM_PROBE, 'default')
+    self.assertLess(int(after_free), int(held) - 3 * 1024 + 64)
 
   def test_refused_once_the_backend_has_started(self):
     import jax
