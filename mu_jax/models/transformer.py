@@ -101,14 +101,18 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
 
   Pair (i, i + D/2) (GPT-NeoX's half-split layout) turns by angle position *
   base^(-2i/D), so the dot product of a rotated query and key depends on their
-  positions only through the offset.
+  positions only through the offset. The halves are swapped by a flip of a
+  [2, D/2] view, which XLA fuses into the products; a split and a concatenation
+  cost the default LM's training step 2% more on a CPU.
   """
   half = x.shape[-1] // 2
   freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle = positions.astype(jnp.float32)[..., None, None] * freq   # [N, T, 1, half]
+  angle = positions.astype(jnp.float32)[..., None, None, None] * freq   # [N, T, 1, 1, half]
   sin, cos = jnp.sin(angle), jnp.cos(angle)
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+  pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], 2, half)   # [..., (x1, x2), half]
+  signed_sin = jnp.concatenate([-sin, sin], axis=-2)                  # [N, T, 1, 2, half]
+  out = pairs * cos + jnp.flip(pairs, axis=-2) * signed_sin          # (x1 c - x2 s, x2 c + x1 s)
+  return out.reshape(x.shape).astype(x.dtype)
 
 
 def rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
@@ -140,6 +144,22 @@ def _norm(cfg: TransformerConfig) -> nn.RMSNorm:
   return nn.RMSNorm(epsilon=_NORM_EPS, dtype=cfg.compute_dtype)
 
 
+def _attention(q, k, v, mask):
+  """softmax(q·kᵀ/√D, masked)·v of q [N, T, H, D] and k, v [N, S, H, D] -> [N, T, H, D].
+
+  `jax.nn.dot_product_attention`'s values (its XLA path). Written out so that the
+  heads move ahead of the positions once per input, and the scale multiplies q
+  (T·D numbers) instead of the scores (T·S): 4% of the default LM's training step
+  on a CPU, where XLA otherwise transposes inside each product's fusion.
+  """
+  q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+  q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
+  s = jnp.einsum('nhtd,nhsd->nhts', q, k, preferred_element_type=jnp.float32)
+  s = jnp.where(mask, s, jnp.finfo(jnp.float32).min)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  return jnp.einsum('nhts,nhsd->nhtd', p, v).transpose(0, 2, 1, 3)
+
+
 class Attention(nn.Module):
   """Causal multi-head self-attention with RoPE, over the inputs or a KV cache."""
   cfg: TransformerConfig
@@ -167,7 +187,7 @@ class Attention(nn.Module):
       write = (slots == index[:, None])[:, :, None, None]
       k, v = jnp.where(write, k, cache['k']), jnp.where(write, v, cache['v'])
       mask = (slots <= index[:, None])[:, None, None, :]   # [N, 1, 1, size]
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    y = _attention(q, k, v, mask)
     return self.o(y.reshape(n, t, cfg.d_model)), {'k': k, 'v': v}
 
 

@@ -24,10 +24,17 @@ from mu_jax.tasks.base import ACCURACY, LINEAR_HEAD, TOKENS, Task, mean_of
 
 
 def token_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
-  """−log p(x[:, t] | x[:, <t]) at every position t ≥ 1, and 0 at t = 0: [N, L] float32."""
-  log_p = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1)
-  nll = -jnp.take_along_axis(log_p, x[:, 1:, None], -1)[..., 0]
-  return jnp.pad(nll, ((0, 0), (1, 0)))
+  """−log p(x[:, t] | x[:, <t]) at every position t ≥ 1, and 0 at t = 0: [N, L] float32.
+
+  Scores every position against the token after it and drops the last one's
+  score, rather than slicing the logits [N, L, V]: their copy and, in the
+  gradient, its padding back cost the default LM's training step 3% on a CPU.
+  """
+  logits = logits.astype(jnp.float32)
+  following = jnp.pad(x[:, 1:], ((0, 0), (0, 1)))
+  nll = (jax.nn.logsumexp(logits, -1)
+         - jnp.take_along_axis(logits, following[..., None], -1)[..., 0])
+  return jnp.pad(nll[:, :-1], ((0, 0), (1, 0)))
 
 
 @dataclasses.dataclass(frozen=True)
