@@ -15,11 +15,11 @@ Checked in the same run: logits of both models, the losses of two consecutive
 steps of each kind, and the evaluation pass's per-sequence NLL sums.
 
 Timed, each side in its own process, one call at a time, alternating (torch,
-then mu_jax) for --rounds rounds after a warm-up (a step of each kind, where mu_jax
-compiles, then one untimed round), each call after --pause seconds of idle machine, so that no call starts
-while the other side's threads still hold the cores (the torch side alone runs
-at the same speed with or without the pause); every call runs --steps steps of
-one kind on the same batch:
+then mu_jax) for --rounds rounds after a warm-up (a step of each kind, where
+mu_jax compiles, then one untimed round), each call after --pause seconds of
+idle machine, so that no call starts while the other side's threads still hold
+the cores (the torch side alone runs at the same speed with or without the
+pause); every call runs --steps steps of one kind on the same batch:
   train     mu_jax's jitted train step (`train.sharded_training`, AdamW) vs the
             HF Trainer's step (hf_side);
   ascent    gradient ascent: the mean loss negated (`baselines.gradient_ascent_loss`);
@@ -329,13 +329,14 @@ def rounds(setting: dict, torch_proc: Process, jax_proc: Process, sharded: Proce
 
   # Round 0, untimed, lets each process's heap grow to what the calls hold at most.
   for round_ in range(setting['rounds'] + 1):
-    record = (lambda key, out: calls[key].append(out)) if round_ else (lambda key, out: None)
-    record('torch_matmul', timed(torch_proc, 'matmul', size=size, repeats=5))
-    record('jax_matmul', timed(jax_proc, 'matmul', size=size, repeats=5))
+    got = {'torch_matmul': timed(torch_proc, 'matmul', size=size, repeats=5),
+           'jax_matmul': timed(jax_proc, 'matmul', size=size, repeats=5)}
     for kind in KINDS:
-      record(f'torch_{kind}', timed(torch_proc, 'run', kind=kind, steps=steps))
-      record(f'mu_jax_{kind}', timed(jax_proc, 'run', kind=kind, steps=steps))
-    record('sharded_train', timed(sharded, 'run', kind='train', steps=steps))
+      got[f'torch_{kind}'] = timed(torch_proc, 'run', kind=kind, steps=steps)
+      got[f'mu_jax_{kind}'] = timed(jax_proc, 'run', kind=kind, steps=steps)
+    got['sharded_train'] = timed(sharded, 'run', kind='train', steps=steps)
+    for key, out in got.items() if round_ else ():
+      calls[key].append(out)
   return calls
 
 
@@ -432,9 +433,10 @@ def page(run: dict) -> str:
       f'{np.mean(theirs):.6g} | {a["evaluate"]["max_abs_diff"]:.2e} |',
       '', '## Time, side by side', '',
       f'Both sides in their own processes, called in alternation, {s["steps"]} steps per call '
-      f'after a warm-up (one step of each kind, then one untimed round), each call after {s["pause"]:g} s of idle machine; tokens/s of '
-      'the median call; ratio = torch seconds / mu_jax '
-      'seconds of adjacent calls (> 1: mu_jax faster), median and range over the rounds; MFU = '
+      'after a warm-up (one step of each kind, then one untimed round), each call after '
+      f'{s["pause"]:g} s of idle machine; tokens/s of the median call; ratio = torch '
+      'seconds / mu_jax seconds of adjacent calls (> 1: mu_jax faster), median and range '
+      'over the rounds; MFU = '
       'model FLOPs per second / the same side\'s float32 matmul peak below, model FLOPs per '
       'token and forward pass 2·N + 4·layers·d·T (PaLM, app. B; N multiplying parameters, T '
       'the context), 3 forwards for a training or ascent step, 4 for NPO (with the reference\'s '
