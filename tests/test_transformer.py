@@ -103,6 +103,25 @@ class ModelTest(absltest.TestCase):
                                rtol=1e-4)
     self.assertGreater(abs(score(3, 0) - score(2, 0)), 1e-3)
 
+  def test_rope_turns_each_half_split_pair_by_its_angle(self):
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 2, 8))
+    positions = jnp.array([[0, 1, 5], [2, 3, 7]])
+    got = np.asarray(transformer.rope(x, positions, 100.0))
+    angle = np.asarray(positions, np.float64)[..., None, None] * 100.0 ** (-np.arange(4) / 4)
+    x1, x2 = np.asarray(x[..., :4], np.float64), np.asarray(x[..., 4:], np.float64)
+    want = np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle),
+                           x2 * np.cos(angle) + x1 * np.sin(angle)], -1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+  def test_attention_is_dot_product_attention_with_the_mask(self):
+    q, k, v = jax.random.normal(jax.random.PRNGKey(5), (3, 2, 6, 4, 8))
+    causal = jnp.tril(jnp.ones((6, 6), bool))
+    per_row = (jnp.arange(6) <= jnp.array([0, 3])[:, None])[:, None, None, :]   # a cache's
+    for mask in (causal, per_row):
+      np.testing.assert_allclose(transformer._attention(q, k, v, mask),
+                                 jax.nn.dot_product_attention(q, k, v, mask=mask),
+                                 rtol=1e-5, atol=1e-6)
+
   def test_memorises_a_repeated_sequence(self):
     batch = jnp.tile(tokens((1, 16), seed=3), (8, 1))
     params, tx = self.variables['params'], optax.adam(1e-2)
