@@ -1,4 +1,6 @@
 """The decoder-only transformer: causality, RoPE, dtypes, sharded training, greedy decoding."""
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -97,8 +99,8 @@ class ModelTest(absltest.TestCase):
 
   def test_rope_scores_depend_only_on_the_offset(self):
     q, k = jax.random.normal(jax.random.PRNGKey(1), (2, 1, 1, 1, 16))
-    score = lambda m, n: float(jnp.sum(transformer.rope(q, jnp.array([[m]]), 10000.0) *
-                                       transformer.rope(k, jnp.array([[n]]), 10000.0)))
+    score = lambda m, n: float(jnp.sum(transformer.rope(q, jnp.array([[m]]), 10000.0, 64) *
+                                       transformer.rope(k, jnp.array([[n]]), 10000.0, 64)))
     np.testing.assert_allclose([score(3, 1), score(10, 8), score(52, 50)], score(2, 0),
                                rtol=1e-4)
     self.assertGreater(abs(score(3, 0) - score(2, 0)), 1e-3)
@@ -106,7 +108,7 @@ class ModelTest(absltest.TestCase):
   def test_rope_turns_each_half_split_pair_by_its_angle(self):
     x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, 2, 8))
     positions = jnp.array([[0, 1, 5], [2, 3, 7]])
-    got = np.asarray(transformer.rope(x, positions, 100.0))
+    got = np.asarray(transformer.rope(x, positions, 100.0, 8))
     angle = np.asarray(positions, np.float64)[..., None, None] * 100.0 ** (-np.arange(4) / 4)
     x1, x2 = np.asarray(x[..., :4], np.float64), np.asarray(x[..., 4:], np.float64)
     want = np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle),
@@ -141,7 +143,7 @@ class ModelTest(absltest.TestCase):
     np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-6)
     for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # forward over reverse (Hessian-vector products) needs no custom rule
+    # forward over reverse (Hessian-vector products), through the custom JVP on a CPU
     hvp = lambda f: jax.jvp(jax.grad(f, 1), (x, w), (x, w))[1]
     np.testing.assert_allclose(hvp(ours), hvp(plain), rtol=1e-5, atol=1e-5)
     # any other contraction passes straight through
@@ -149,6 +151,16 @@ class ModelTest(absltest.TestCase):
     y = jax.random.normal(jax.random.PRNGKey(3), (3, 6, 4))
     np.testing.assert_array_equal(transformer.rows_dot_general(x, y, batched),
                                   jax.lax.dot_general(x, y, batched))
+
+  def test_kernel_gradient_contracts_no_left_operand_along_its_leading_dimension(self):
+    # XLA:CPU runs such a product in a slower kernel; the plain dot_general's
+    # kernel gradient is one, so this test fails without the custom JVP.
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 32))
+    w = jax.random.normal(jax.random.PRNGKey(2), (32, 48))
+    dense = (((2,), (0,)), ((), ()))
+    loss = lambda x, w: jnp.sum(jnp.sin(transformer.rows_dot_general(x, w, dense)))
+    hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+    self.assertEqual(re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d+)\}', hlo), ['1'] * 3)
 
   def test_bad_options_are_refused(self):
     with self.assertRaisesRegex(MuJaxError, 'heads'):

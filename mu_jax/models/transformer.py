@@ -26,11 +26,14 @@ each step then writes one token's key and value at its row's own index (the
 row's length so far) and attends to that row's first index + 1 positions.
 """
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
+from jax.custom_derivatives import SymbolicZero
 import jax.numpy as jnp
+import numpy as np
 
 from mu_jax.errors import MuJaxError
 from mu_jax.models import decoding
@@ -96,41 +99,77 @@ def make_config(vocab_size: int, size: str = 'small',   # this library's default
   return cfg
 
 
-def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-  """Rotary position embedding (RoFormer) of x [N, T, heads, D] at positions [N|1, T].
+def rope(x: jax.Array, positions: jax.Array, base: float, size: int) -> jax.Array:
+  """Rotary position embedding (RoFormer) of x [N, T, heads, D] at positions [N|1, T] < size.
 
   Pair (i, i + D/2) (GPT-NeoX's half-split layout) turns by angle position *
   base^(-2i/D), so the dot product of a rotated query and key depends on their
-  positions only through the offset. The halves are swapped by a flip of a
-  [2, D/2] view, which XLA fuses into the products; a split and a concatenation
-  cost the default LM's training step 2% more on a CPU.
+  positions only through the offset. The cosines and sines of all `size`
+  positions are computed once on the host (float64, then float32) and gathered:
+  computed in the graph, XLA:CPU evaluates them again for every element of each
+  fused product, a scalar libm call per element (5% of the default LM's training
+  step). The halves are swapped by a flip of a [2, D/2] view, which XLA fuses
+  into the products; a split and a concatenation cost the step 2% more.
   """
   half = x.shape[-1] // 2
-  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angle = positions.astype(jnp.float32)[..., None, None, None] * freq   # [N, T, 1, 1, half]
-  sin, cos = jnp.sin(angle), jnp.cos(angle)
-  pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], 2, half)   # [..., (x1, x2), half]
-  signed_sin = jnp.concatenate([-sin, sin], axis=-2)                  # [N, T, 1, 2, half]
-  out = pairs * cos + jnp.flip(pairs, axis=-2) * signed_sin          # (x1 c - x2 s, x2 c + x1 s)
-  return out.reshape(x.shape).astype(x.dtype)
+  angle = np.arange(size)[:, None] * base ** (-np.arange(half) / half)   # [size, half]
+  table = jnp.asarray(np.stack([np.cos(angle), np.sin(angle)]).astype(np.float32))
+  cos, sin = jnp.take(table, positions, axis=1)                        # [N|1, T, half] each
+  pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], 2, half)        # [..., (x1, x2), half]
+  signed_sin = jnp.stack([-sin, sin], axis=-2)[..., None, :, :]        # [N|1, T, 1, 2, half]
+  out = pairs * cos[..., None, None, :] + jnp.flip(pairs, axis=-2) * signed_sin
+  return out.reshape(x.shape).astype(x.dtype)                          # (x1 c - x2 s, x2 c + x1 s)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _rows_product(rows, kernel, precision, preferred_element_type):
+  """rows [R, in] @ kernel [in, out], whose kernel tangent is taken against rows
+  transposed once into [in, R] (see `rows_dot_general`)."""
+  return jax.lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())), precision=precision,
+                             preferred_element_type=preferred_element_type)
+
+
+@functools.partial(_rows_product.defjvp, symbolic_zeros=True)
+def _rows_product_jvp(precision, preferred_element_type, primals, tangents):
+  rows, kernel = primals
+  d_rows, d_kernel = tangents
+  product = lambda a, b, contract: jax.lax.dot_general(
+      a, b, (contract, ((), ())), precision=precision,
+      preferred_element_type=preferred_element_type)
+  out = product(rows, kernel, ((1,), (0,)))
+  terms = []
+  if not isinstance(d_rows, SymbolicZero):
+    terms.append(product(d_rows, kernel, ((1,), (0,))))
+  if not isinstance(d_kernel, SymbolicZero):
+    # The barrier keeps XLA from folding the transpose back into the product.
+    columns = jax.lax.optimization_barrier(rows.T)                     # [in, R]
+    terms.append(product(columns, d_kernel, ((0,), (0,))))
+  return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
 def rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
   """`lax.dot_general` for a Dense layer, with the inputs [..., in] flattened to rows [R, in].
 
-  Same values. Autodiff then writes the kernel gradient as one [in, R] x [R, out]
-  product; for the unflattened [N, T, in] inputs it contracts N and T, which
-  XLA:CPU lays out by copying the output gradient transposed inside the
-  elementwise fusion that makes it: a third of the default LM's training step,
-  which this form runs 1.5x faster on a CPU.
+  Same values and derivatives. Autodiff then writes the kernel gradient as one
+  [in, R] x [R, out] product; for the unflattened [N, T, in] inputs it contracts
+  N and T, which XLA:CPU lays out by copying the output gradient transposed
+  inside the elementwise fusion that makes it (a third of the default LM's
+  training step). On a CPU, the rows are also transposed once into [in, R]
+  for that product (`_rows_product`): XLA:CPU runs a product whose left operand
+  is contracted along its leading dimension in a slower kernel (Eigen's, about
+  two thirds of the rate); with the copy the step takes 4% less time. Other
+  platforms read transposed operands at full speed and get the plain product.
   """
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   if (lhs.ndim > 2 and tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,)
       and not lhs_batch and not rhs_batch and rhs.ndim == 2):
-    rows = jax.lax.dot_general(lhs.reshape(-1, lhs.shape[-1]), rhs, (((1,), (0,)), ((), ())),
-                               precision=precision,
-                               preferred_element_type=preferred_element_type)
-    return rows.reshape(*lhs.shape[:-1], rhs.shape[1])
+    rows = lhs.reshape(-1, lhs.shape[-1])
+    if jax.default_backend() == 'cpu':
+      out = _rows_product(rows, rhs, precision, preferred_element_type)
+    else:
+      out = jax.lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision=precision,
+                                preferred_element_type=preferred_element_type)
+    return out.reshape(*lhs.shape[:-1], rhs.shape[1])
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                              preferred_element_type=preferred_element_type)
 
@@ -177,8 +216,8 @@ class Attention(nn.Module):
     cfg = self.cfg
     n, t, _ = x.shape
     heads = lambda y: y.reshape(n, t, cfg.num_heads, cfg.head_dim)
-    q = rope(heads(self.q(x)), positions, cfg.rope_base)
-    k = rope(heads(self.k(x)), positions, cfg.rope_base)
+    q = rope(heads(self.q(x)), positions, cfg.rope_base, cfg.max_len)
+    k = rope(heads(self.k(x)), positions, cfg.rope_base, cfg.max_len)
     v = heads(self.v(x))
     if cache is None:
       mask = jnp.tril(jnp.ones((t, t), bool))
