@@ -107,9 +107,9 @@ def rope(x: jax.Array, positions: jax.Array, base: float, size: int) -> jax.Arra
   positions only through the offset. The cosines and sines of all `size`
   positions are computed once on the host (float64, then float32) and gathered:
   computed in the graph, XLA:CPU evaluates them again for every element of each
-  fused product, a scalar libm call per element (5% of the default LM's training
-  step). The halves are swapped by a flip of a [2, D/2] view, which XLA fuses
-  into the products; a split and a concatenation cost the step 2% more.
+  fused product, a scalar libm call per element (a few percent of the default
+  LM's training step). The halves are swapped by a flip of a [2, D/2] view, which
+  XLA fuses into the products; a split and a concatenation cost the step 2% more.
   """
   half = x.shape[-1] // 2
   angle = np.arange(size)[:, None] * base ** (-np.arange(half) / half)   # [size, half]
@@ -157,7 +157,7 @@ def rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
   training step). On a CPU, the rows are also transposed once into [in, R]
   for that product (`_rows_product`): XLA:CPU runs a product whose left operand
   is contracted along its leading dimension in a slower kernel (Eigen's, about
-  two thirds of the rate); with the copy the step takes 4% less time. Other
+  two thirds of the rate); with the copy the step takes about 4% less time. Other
   platforms read transposed operands at full speed and get the plain product.
   """
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
