@@ -99,6 +99,15 @@ def make_config(vocab_size: int, size: str = 'small',   # this library's default
   return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def _rope_table(size: int, half: int, base: float) -> np.ndarray:
+  """cos and sin of position * base^(-i/half), positions < size, i < half: [2, size, half]."""
+  angle = np.arange(size)[:, None] * base ** (-np.arange(half) / half)
+  table = np.stack([np.cos(angle), np.sin(angle)]).astype(np.float32)
+  table.flags.writeable = False   # shared by every call
+  return table
+
+
 def rope(x: jax.Array, positions: jax.Array, base: float, size: int) -> jax.Array:
   """Rotary position embedding (RoFormer) of x [N, T, heads, D] at positions [N|1, T] < size.
 
@@ -112,38 +121,38 @@ def rope(x: jax.Array, positions: jax.Array, base: float, size: int) -> jax.Arra
   XLA fuses into the products; a split and a concatenation cost the step 2% more.
   """
   half = x.shape[-1] // 2
-  angle = np.arange(size)[:, None] * base ** (-np.arange(half) / half)   # [size, half]
-  table = jnp.asarray(np.stack([np.cos(angle), np.sin(angle)]).astype(np.float32))
-  cos, sin = jnp.take(table, positions, axis=1)                        # [N|1, T, half] each
+  cos, sin = jnp.take(_rope_table(size, half, base), positions, axis=1)   # [N|1, T, half] each
   pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], 2, half)        # [..., (x1, x2), half]
   signed_sin = jnp.stack([-sin, sin], axis=-2)[..., None, :, :]        # [N|1, T, 1, 2, half]
   out = pairs * cos[..., None, None, :] + jnp.flip(pairs, axis=-2) * signed_sin
   return out.reshape(x.shape).astype(x.dtype)                          # (x1 c - x2 s, x2 c + x1 s)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _rows_product(rows, kernel, precision, preferred_element_type):
-  """rows [R, in] @ kernel [in, out], whose kernel tangent is taken against rows
-  transposed once into [in, R] (see `rows_dot_general`)."""
+def _rows_times(rows, kernel, precision, preferred_element_type):
+  """rows [R, in] @ kernel [in, out]."""
   return jax.lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())), precision=precision,
                              preferred_element_type=preferred_element_type)
+
+
+# `_rows_times` whose kernel tangent is taken against the rows transposed once
+# into [in, R] (see `rows_dot_general`).
+_rows_product = jax.custom_jvp(_rows_times, nondiff_argnums=(2, 3))
 
 
 @functools.partial(_rows_product.defjvp, symbolic_zeros=True)
 def _rows_product_jvp(precision, preferred_element_type, primals, tangents):
   rows, kernel = primals
   d_rows, d_kernel = tangents
-  product = lambda a, b, contract: jax.lax.dot_general(
-      a, b, (contract, ((), ())), precision=precision,
-      preferred_element_type=preferred_element_type)
-  out = product(rows, kernel, ((1,), (0,)))
+  out = _rows_times(rows, kernel, precision, preferred_element_type)
   terms = []
   if not isinstance(d_rows, SymbolicZero):
-    terms.append(product(d_rows, kernel, ((1,), (0,))))
+    terms.append(_rows_times(d_rows, kernel, precision, preferred_element_type))
   if not isinstance(d_kernel, SymbolicZero):
     # The barrier keeps XLA from folding the transpose back into the product.
     columns = jax.lax.optimization_barrier(rows.T)                     # [in, R]
-    terms.append(product(columns, d_kernel, ((0,), (0,))))
+    terms.append(jax.lax.dot_general(columns, d_kernel, (((0,), (0,)), ((), ())),
+                                     precision=precision,
+                                     preferred_element_type=preferred_element_type))
   return out, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
 
 
@@ -163,12 +172,8 @@ def rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_elem
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   if (lhs.ndim > 2 and tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,)
       and not lhs_batch and not rhs_batch and rhs.ndim == 2):
-    rows = lhs.reshape(-1, lhs.shape[-1])
-    if jax.default_backend() == 'cpu':
-      out = _rows_product(rows, rhs, precision, preferred_element_type)
-    else:
-      out = jax.lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision=precision,
-                                preferred_element_type=preferred_element_type)
+    product = _rows_product if jax.default_backend() == 'cpu' else _rows_times
+    out = product(lhs.reshape(-1, lhs.shape[-1]), rhs, precision, preferred_element_type)
     return out.reshape(*lhs.shape[:-1], rhs.shape[1])
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                              preferred_element_type=preferred_element_type)
