@@ -29,10 +29,14 @@ pause); every call runs --steps steps of one kind on the same batch:
   evaluate  a forward and `token_statistics`' per-sequence NLL sums, jitted.
 Both optimizers are AdamW (--learning_rate, --weight_decay on every weight).
 Also timed: a jitted float32 matmul of --matmul² (JAX) and torch's, the peak
-the model FLOP utilisation is measured against, and mu_jax's train step in a
-process of --devices fake CPU devices on the mesh --sharded_mesh.
+the model FLOP utilisation is measured against; mu_jax's train step in a
+process of --devices fake CPU devices on the mesh --sharded_mesh; and its
+train and ascent steps in a process where attention and the loss's softmax do
+no work (`stand_ins`), which bounds what any attention or loss kernel could
+gain while the rest of the step stays as XLA compiles it.
 Writes the run as JSON (--out) and the Markdown page made from it (--page).
 """
+import contextlib
 import json
 import os
 import statistics
@@ -62,6 +66,7 @@ GOALS = {'train': (1.0, 0.7), 'ascent': (1.0, 0.7), 'npo': (1.5, None), 'evaluat
 FORWARDS = {'train': 3, 'ascent': 3, 'npo': 4, 'evaluate': 1}
 NPO_BETA = 0.1   # the NPO paper's β, as open-unlearning's configs/trainer/NPO.yaml
 AGREEMENT_ROWS = 8
+BOUND_KINDS = ('train', 'ascent')   # the steps also timed under `stand_ins`
 
 
 def define_flags() -> None:
@@ -240,14 +245,35 @@ class JaxWorker:
     return {'gflops': 2 * size ** 3 / best / 1e9}
 
 
-def serve_jax(conn, data_path: str, mesh_spec: str, reuse_freed_memory: bool) -> None:
-  """Answers (method, kwargs) requests on `conn` until it receives None; first, before
-  JAX starts, applies `mu_jax.host_memory` as the `mu-jax` command does."""
+@contextlib.contextmanager
+def stand_ins():
+  """Within it, the transformer's attention core (score and value products, mask,
+  softmax) and the LM loss's log-softmax are elementwise stand-ins that keep every
+  other op of a step and its gradient: q, k and v still reach the loss, and the
+  head's output too. Timing a step under it bounds what a faster attention or loss
+  could make of the step, everything else unchanged."""
+  from unittest import mock
+  import jax.numpy as jnp
+  from mu_jax.models import transformer
+  from mu_jax.tasks import language_model
+  with mock.patch.object(transformer, '_attention',
+                         lambda q, k, v, mask: v + q * k * 1e-30), \
+       mock.patch.object(language_model, 'token_nll',
+                         lambda logits, x: jnp.mean(logits, -1)):
+    yield
+
+
+def serve_jax(conn, data_path: str, mesh_spec: str, reuse_freed_memory: bool,
+              with_stand_ins: bool = False) -> None:
+  """Answers (method, kwargs) requests on `conn` until it receives None, under
+  `stand_ins` if asked; first, before JAX starts, applies `mu_jax.host_memory` as
+  the `mu-jax` command does."""
   from mu_jax import host_memory
   reused = reuse_freed_memory and host_memory.reuse_freed_memory()
   import jax
-  workers.answer(conn, JaxWorker(data_path, mesh_spec),
-                 {'devices': jax.device_count(), 'reuse_freed_memory': reused})
+  with stand_ins() if with_stand_ins else contextlib.nullcontext():
+    workers.answer(conn, JaxWorker(data_path, mesh_spec),
+                   {'devices': jax.device_count(), 'reuse_freed_memory': reused})
 
 
 def with_devices(devices: int, target, *args) -> Process:
@@ -313,13 +339,18 @@ def agreement(data_path: str, torch_proc: Process) -> dict:
 
 # ----------------------------------------------------------------------------- timing
 
-def rounds(setting: dict, torch_proc: Process, jax_proc: Process, sharded: Process) -> dict:
-  """The warm-up, then the alternating calls; returns every call's figures by kind."""
+def rounds(setting: dict, torch_proc: Process, jax_proc: Process, sharded: Process,
+           bound: Process) -> dict:
+  """The warm-up, then the alternating calls; returns every call's figures by kind
+  (`bound` is the process under `stand_ins`)."""
   calls: dict[str, list] = {k: [] for k in ('torch_matmul', 'jax_matmul', 'sharded_train')}
   for kind in KINDS:
     calls[f'torch_{kind}'], calls[f'mu_jax_{kind}'] = [], []
     torch_proc('run', kind=kind, steps=1)
     jax_proc('run', kind=kind, steps=1)   # compiles
+  for kind in BOUND_KINDS:
+    calls[f'bound_{kind}'] = []
+    bound('run', kind=kind, steps=1)
   sharded('run', kind='train', steps=1)
   steps, size = setting['steps'], setting['matmul']
 
@@ -334,6 +365,8 @@ def rounds(setting: dict, torch_proc: Process, jax_proc: Process, sharded: Proce
     for kind in KINDS:
       got[f'torch_{kind}'] = timed(torch_proc, 'run', kind=kind, steps=steps)
       got[f'mu_jax_{kind}'] = timed(jax_proc, 'run', kind=kind, steps=steps)
+      if kind in BOUND_KINDS:
+        got[f'bound_{kind}'] = timed(bound, 'run', kind=kind, steps=steps)
     got['sharded_train'] = timed(sharded, 'run', kind='train', steps=steps)
     for key, out in got.items() if round_ else ():
       calls[key].append(out)
@@ -357,7 +390,8 @@ def step_flops(kind: str, s: dict) -> float:
 
 def summary(s: dict, calls: dict) -> dict:
   """Per kind: both sides' tokens/s and MFU, the ratio's median and range; the peaks;
-  the sharded step's tokens/s."""
+  the sharded step's tokens/s; tokens/s and MFU of the steps under `stand_ins` (their
+  MFU counts the whole model's FLOPs)."""
   tokens = s['batch'] * s['context'] * s['steps']
   peaks = {side: max(c['gflops'] for c in calls[f'{side}_matmul']) for side in ('jax', 'torch')}
   rows = []
@@ -376,8 +410,13 @@ def summary(s: dict, calls: dict) -> dict:
                  'mu_jax_mfu': gflop / seconds['mu_jax'] / peaks['jax'],
                  'load_min': min(loads), 'load_max': max(loads)})
   sharded = statistics.median(c['seconds'] for c in calls['sharded_train'])
+  bounds = []
+  for kind in BOUND_KINDS:
+    seconds = statistics.median(c['seconds'] for c in calls[f'bound_{kind}'])
+    bounds.append({'kind': kind, 'tokens_per_s': tokens / seconds,
+                   'mfu': step_flops(kind, s) * s['steps'] / 1e9 / seconds / peaks['jax']})
   return {'rows': rows, 'jax_matmul_gflops': peaks['jax'], 'torch_matmul_gflops': peaks['torch'],
-          'sharded_train_tokens_per_s': tokens / sharded}
+          'sharded_train_tokens_per_s': tokens / sharded, 'bounds': bounds}
 
 
 # ----------------------------------------------------------------------------- report
@@ -450,17 +489,31 @@ def page(run: dict) -> str:
         f'| {r["ratio_median"]:.2f}× | {r["ratio_min"]:.2f}–{r["ratio_max"]:.2f} | '
         f'{r["mu_jax_mfu"]:.1%} | {r["torch_mfu"]:.1%} | {r["load_min"]:.1f}–{r["load_max"]:.1f} '
         f'| {goal_text(r["kind"])} | {"yes" if goal_met(r) else "no"} |')
-  train = next(r for r in summ['rows'] if r['kind'] == 'train')
+  rows = {r['kind']: r for r in summ['rows']}
   lines += [
       '', f'Float32 matmul peak ({s["matmul"]} × {s["matmul"]} matrices, best of the rounds): '
       f'JAX {summ["jax_matmul_gflops"]:.1f} GFLOP/s, torch {summ["torch_matmul_gflops"]:.1f} '
       'GFLOP/s.',
       '', '## mu_jax training step on fake devices', '',
       '| devices | mesh | tokens/s |', '|---|---|---|',
-      f'| 1 | data:1 | {train["mu_jax_tokens_per_s"]:,.0f} |',
+      f'| 1 | data:1 | {rows["train"]["mu_jax_tokens_per_s"]:,.0f} |',
       f'| {s["devices"]} | {s["sharded_mesh"]} | {summ["sharded_train_tokens_per_s"]:,.0f} |',
       '', f'The {s["devices"]} fake devices share the machine\'s {host["cores"]} cores: this '
-      'row shows that the sharded step runs, not a speed-up.', '']
+      'row shows that the sharded step runs, not a speed-up.',
+      '', '## What a faster attention or loss could gain', '',
+      'A third mu_jax process runs the training and gradient ascent steps, timed in the '
+      'same rounds, with the attention core (score and value products, mask, softmax) and '
+      'the loss\'s log-softmax replaced by elementwise stand-ins that keep every other op '
+      'and its gradient (`lm_perf.stand_ins`). Its MFU counts the whole model\'s FLOPs: it '
+      'is what the step would reach if attention and the softmax cost nothing and the rest '
+      'ran as XLA compiles it now.', '',
+      '| step | mu_jax tokens/s | mu_jax MFU | without attention and softmax: tokens/s | '
+      'MFU |', '|---|---|---|---|---|']
+  for b in summ['bounds']:
+    r = rows[b['kind']]
+    lines.append(f'| {NAMES[b["kind"]]} | {r["mu_jax_tokens_per_s"]:,.0f} | '
+                 f'{r["mu_jax_mfu"]:.1%} | {b["tokens_per_s"]:,.0f} | {b["mfu"]:.1%} |')
+  lines.append('')
   return '\n'.join(lines)
 
 
@@ -489,8 +542,9 @@ def main(argv):
     sharded = with_devices(setting['devices'], serve_jax, data_path, setting['sharded_mesh'],
                            FLAGS.reuse_freed_memory)
     assert sharded.hello['devices'] == setting['devices'], sharded.hello
-    calls = rounds(setting, torch_proc, jax_proc, sharded)
-    for proc in (torch_proc, jax_proc, sharded):
+    bound = Process(serve_jax, data_path, 'data:1', FLAGS.reuse_freed_memory, True)
+    calls = rounds(setting, torch_proc, jax_proc, sharded, bound)
+    for proc in (torch_proc, jax_proc, sharded, bound):
       proc.close()
   run = {'provenance': runs.provenance(started), 'torch': torch_proc.hello,
          'setting': {**setting, 'reuse_freed_memory': jax_proc.hello['reuse_freed_memory']},

@@ -80,6 +80,44 @@ class HfSideTest(absltest.TestCase):
                                    rtol=1e-5, atol=1e-5)
 
 
+class StandInsTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.directory = tempfile.TemporaryDirectory()
+    cls.data_path = lm_perf.prepare(lm_perf.setting_of(types.SimpleNamespace(**TINY)),
+                                    cls.directory.name)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.directory.cleanup()
+    super().tearDownClass()
+
+  def test_without_attention_each_position_sees_only_its_token(self):
+    worker = lm_perf.JaxWorker(self.data_path, 'data:1')
+    x = worker.batch['x'][:2].copy()
+    changed = x.copy()
+    changed[:, 0] = (changed[:, 0] + 1) % TINY['vocab']
+    logits = lambda rows: np.asarray(worker.task.apply({'params': worker.params},
+                                                       {'x': rows}, False)[0])
+    self.assertGreater(np.abs(logits(changed)[:, 1:] - logits(x)[:, 1:]).max(), 1e-6)
+    with lm_perf.stand_ins():
+      np.testing.assert_array_equal(logits(changed)[:, 1:], logits(x)[:, 1:])
+
+  def test_loss_under_stand_ins_is_the_mean_logit_and_leaves_the_step_intact(self):
+    before = lm_perf.JaxWorker(self.data_path, 'data:1').losses('train', 1)[0]
+    with lm_perf.stand_ins():
+      worker = lm_perf.JaxWorker(self.data_path, 'data:1')
+      logits = np.asarray(worker.task.apply({'params': worker.params}, worker.batch, False)[0])
+      got = worker.losses('train', 1)[0]
+    m = worker.batch['m']
+    terms = logits.mean(-1)   # the stand-in's term at each position: its mean logit
+    self.assertAlmostEqual(got, np.mean(np.sum(terms * m, 1) / np.sum(m, 1)), places=5)
+    self.assertAlmostEqual(lm_perf.JaxWorker(self.data_path, 'data:1').losses('train', 1)[0],
+                           before, places=6)
+
+
 class PageTest(absltest.TestCase):
 
   def _run(self) -> dict:
@@ -93,6 +131,8 @@ class PageTest(absltest.TestCase):
       calls[f'torch_{kind}'] = [call(2.0), call(3.0)]
       calls[f'mu_jax_{kind}'] = [call(1e-5), call(1e-5)] if kind == 'train' else [
           call(2.0), call(2.0)]
+    for kind in lm_perf.BOUND_KINDS:
+      calls[f'bound_{kind}'] = [call(1.0), call(3.0)]
     agreed = {'logits_max_abs_diff': 1e-7,
               **{kind: {'mu_jax': [1.0, 2.0], 'torch': [1.0, 2.0], 'max_abs_diff': 0.0}
                  for kind in lm_perf.KINDS[:3]},
@@ -113,6 +153,17 @@ class PageTest(absltest.TestCase):
       self.assertIn(lm_perf.goal_text(kind), text)
     self.assertIn('| training step |', text)
     self.assertIn('each call after 0 s of idle machine', text)
+
+  def test_bound_mfu_counts_the_whole_models_flops_at_the_median_call(self):
+    run = self._run()
+    setting = run['setting']
+    flops = lm_perf.step_flops('ascent', setting) * setting['steps']
+    bounds = {b['kind']: b for b in run['summary']['bounds']}
+    self.assertEqual(sorted(bounds), sorted(lm_perf.BOUND_KINDS))
+    self.assertAlmostEqual(bounds['ascent']['mfu'], flops / 2.0 / 8e9)   # median 2 s, peak 8
+    self.assertAlmostEqual(bounds['ascent']['tokens_per_s'],
+                           setting['batch'] * setting['context'] * setting['steps'] / 2.0)
+    self.assertIn(f'{bounds["ascent"]["mfu"]:.1%} |', lm_perf.page(run))
 
   def test_from_json_writes_the_page_of_the_run(self):
     run = self._run()
